@@ -1,0 +1,32 @@
+"""Model-free, seeded input changes with a severity: image corruptions and text typos.
+
+Importing this package registers the transforms by name (``registry.create("gaussian_noise")``).
+"""
+
+from robustlab.transforms.image import (
+    TABLES,
+    Brightness,
+    Contrast,
+    DefocusBlur,
+    GaussianBlur,
+    GaussianNoise,
+    ImageCorruption,
+    ImpulseNoise,
+    ShotNoise,
+    SpeckleNoise,
+)
+from robustlab.transforms.text import CharTypos
+
+__all__ = [
+    "TABLES",
+    "Brightness",
+    "CharTypos",
+    "Contrast",
+    "DefocusBlur",
+    "GaussianBlur",
+    "GaussianNoise",
+    "ImageCorruption",
+    "ImpulseNoise",
+    "ShotNoise",
+    "SpeckleNoise",
+]
