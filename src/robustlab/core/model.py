@@ -47,8 +47,8 @@ class Model(ABC):
         """Scores ``(batch, num_classes)`` for a batch of raw inputs."""
 
     def to(self, device: str | torch.device) -> "Model":
-        """Move to ``device`` (a no-op for models that are not torch)."""
-        self.device = torch.device(device)
+        """Move to ``device`` (only records it for models that are not torch; checks CUDA exists)."""
+        self.device = _check_device(device)
         return self
 
     def predict(self, x: Inputs, batch_size: int = 512) -> torch.Tensor:

@@ -50,19 +50,24 @@ class Outcomes:
         unknown = set(columns) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown outcome columns: {sorted(unknown)}")
-        n = {len(np.atleast_1d(np.asarray(v, dtype=object if COLUMNS[k] == 'object' else None)))
-             for k, v in columns.items() if not np.isscalar(v)}
+        columns = {k: v for k, v in columns.items() if v is not None}  # None: the column's default
+        scalar = {k for k, v in columns.items() if isinstance(v, str) or np.ndim(v) == 0}
+        n = {len(np.asarray(v, dtype=object if COLUMNS[k] == "object" else None))
+             for k, v in columns.items() if k not in scalar}
         if len(n) > 1:
-            raise ValueError(f"outcome columns have different lengths: {n}")
+            raise ValueError(f"outcome columns have different lengths: {sorted(n)}")
         length = n.pop() if n else (1 if columns else 0)
         self.columns: dict[str, np.ndarray] = {}
         for name, dtype in COLUMNS.items():
-            if name in columns:
-                v = columns[name]
-                arr = np.full(length, v, dtype=dtype) if np.isscalar(v) or v is None else np.asarray(v)
-                self.columns[name] = arr.astype(dtype) if dtype != "object" else np.asarray(arr, dtype=object)
-            else:
+            if name not in columns:
                 self.columns[name] = _default(dtype, length)
+            elif name in scalar:
+                v = columns[name]
+                v = v.item() if isinstance(v, np.ndarray) else v
+                self.columns[name] = np.full(length, v, dtype=dtype)
+            else:
+                arr = np.asarray(columns[name], dtype=object if dtype == "object" else None)
+                self.columns[name] = arr.astype(dtype)
 
     def __len__(self) -> int:
         return len(self.columns["example_id"])
@@ -92,7 +97,9 @@ class Outcomes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({k: (v.tolist() if v.dtype == object else v) for k, v in self.columns.items()})
+        # object columns are strings: typed explicitly so an empty table is not written as null columns
+        table = pa.table({k: (pa.array([None if s is None else str(s) for s in v.tolist()], type=pa.string())
+                              if v.dtype == object else v) for k, v in self.columns.items()})
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")

@@ -57,9 +57,10 @@ class Probe(ABC):
         """Probe ``model`` on the batch ``(x, y)`` at ``setting``."""
 
     def __repr__(self) -> str:
-        fields = getattr(self, "__dataclass_fields__", None)
-        if fields:
-            args = ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
+        import dataclasses
+
+        if dataclasses.is_dataclass(self):
+            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
             return f"{type(self).__name__}({args})"
         return f"{type(self).__name__}()"
 

@@ -54,10 +54,18 @@ def _load_builtins() -> None:
                 raise
 
 
+def _kinds(kind: str | None) -> list[str]:
+    if kind is None:
+        return list(KINDS)
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    return [kind]
+
+
 def names(kind: str | None = None) -> list[str]:
     """Registered names of ``kind`` (all kinds if None), sorted."""
     _load_builtins()
-    kinds = [kind] if kind else list(KINDS)
+    kinds = _kinds(kind)
     return sorted(n for k in kinds for n in _REGISTRY[k])
 
 
@@ -70,7 +78,7 @@ def available() -> dict[str, dict[str, Callable[..., Any]]]:
 def get(name: str, kind: str | None = None) -> Callable[..., Any]:
     """The factory registered as ``name``; a :class:`ConfigError` with close matches if unknown."""
     _load_builtins()
-    kinds = [kind] if kind else list(KINDS)
+    kinds = _kinds(kind)
     for k in kinds:
         if name in _REGISTRY[k]:
             return _REGISTRY[k][name]
@@ -82,15 +90,24 @@ def get(name: str, kind: str | None = None) -> Callable[..., Any]:
 
 def create(name: str, kind: str | None = None, **params: Any) -> Any:
     """Instantiate ``name`` with ``params``; unknown parameters give a :class:`ConfigError`."""
+    import inspect
+
     factory = get(name, kind)
     try:
+        sig: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):
+        sig = None
+    declared = [] if sig is None else list(sig.parameters.values())
+    accepted = [p.name for p in declared if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
+    fix = f"{name!r} accepts: {', '.join(accepted) or '(none)'}"
+    exact = sig is not None and not any(p.kind == p.VAR_KEYWORD for p in declared)
+    if exact:
+        try:
+            sig.bind(**params)  # checked first: a TypeError raised *inside* the factory is a bug
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for {name!r}: {exc}", fix=fix) from exc
+        return factory(**params)
+    try:  # **kwargs or no signature: only the call can tell
         return factory(**params)
     except TypeError as exc:
-        import inspect
-
-        try:
-            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
-        except (TypeError, ValueError):
-            accepted = []
-        raise ConfigError(f"bad parameters for {name!r}: {exc}",
-                          fix=f"{name!r} accepts: {', '.join(accepted) or '(none)'}") from exc
+        raise ConfigError(f"bad parameters for {name!r}: {exc}", fix=fix) from exc

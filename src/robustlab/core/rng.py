@@ -28,5 +28,5 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
 
 
 def numpy_generator(seed: int) -> np.random.Generator:
-    """A fresh numpy ``Generator`` seeded with ``seed``."""
-    return np.random.default_rng(int(seed))
+    """A fresh numpy ``Generator`` seeded with ``seed`` (masked to 63 bits, as ``torch_generator``)."""
+    return np.random.default_rng(int(seed) & ((1 << 63) - 1))

@@ -8,6 +8,7 @@ domain (pixels in [0, 1]); normalization lives inside the model.
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
@@ -22,8 +23,9 @@ _NORMS = {"inf": "inf", "linf": "inf", "l_inf": "inf", "2": "2", "l2": "2", "1":
 
 def parse_norm(norm: object) -> str:
     """Canonical norm name (``"inf"``, ``"2"`` or ``"1"``) from ``inf``, ``2``, ``"Linf"``, ``"l2"``..."""
-    if isinstance(norm, (int, float)):
-        key = "inf" if math.isinf(norm) else str(int(norm))
+    if isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        value = float(norm)
+        key = "inf" if value == math.inf else (str(int(value)) if value.is_integer() else repr(norm))
     else:
         key = str(norm).strip().lower().replace("∞", "inf")
     if key not in _NORMS:
@@ -82,9 +84,12 @@ class LpBall(ThreatModel):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", parse_norm(self.norm))
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+        eps = self.eps
+        is_number = isinstance(eps, numbers.Real) and not isinstance(eps, bool)
+        if not (is_number and math.isfinite(eps) and eps >= 0):
             raise ConfigError(f"LpBall eps must be a finite number >= 0, got {self.eps!r}",
                               fix="pass eps in raw input units, e.g. eps=8/255 for L∞ on [0,1] images")
+        object.__setattr__(self, "eps", float(eps))
         if not self.low < self.high:
             raise ConfigError(f"LpBall needs low < high, got low={self.low}, high={self.high}")
 
@@ -121,7 +126,8 @@ class LpBall(ThreatModel):
 
     def sample(self, x0: torch.Tensor, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
         base = x0 if n is None else x0.unsqueeze(0).expand(n, *x0.shape)
-        flat_shape = (base.shape[0], base[0].numel())
+        per_example = math.prod(x0.shape[1:])  # x0 is a batch: each example gets its own ball
+        flat_shape = (math.prod(base.shape[: base.dim() - x0.dim() + 1]), per_example)
         dev, dt = x0.device, x0.dtype
         if self.norm == "inf":
             d = torch.rand(flat_shape, generator=generator, device=dev, dtype=dt) * 2 - 1
@@ -141,9 +147,14 @@ class LpBall(ThreatModel):
 
 
 def _project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Exact Euclidean projection of each row onto the L1 ball (Duchi et al., ICML 2008)."""
+    """Exact Euclidean projection of each row onto the L1 ball (Duchi et al., ICML 2008).
+
+    Computed in float64: in float32 ``|v| - theta`` cancels catastrophically when ``delta`` is much
+    larger than ``eps`` and the result could leave the ball by more than ``contains``' tolerance.
+    """
     flat = delta.reshape(delta.shape[0], -1)
-    abs_ = flat.abs()
+    work = flat.double()
+    abs_ = work.abs()
     outside = abs_.sum(dim=1) > eps
     if not bool(outside.any()):
         return delta
@@ -151,10 +162,10 @@ def _project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
         return torch.zeros_like(delta)
     mu, _ = abs_.sort(dim=1, descending=True)
     cssv = mu.cumsum(dim=1) - eps
-    ind = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    ind = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=work.dtype)
     cond = (mu - cssv / ind) > 0
     rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1)  # last True index
-    theta = cssv.gather(1, rho.unsqueeze(1)) / (rho.to(delta.dtype) + 1).unsqueeze(1)
-    proj = flat.sign() * (abs_ - theta).clamp_min(0)
+    theta = cssv.gather(1, rho.unsqueeze(1)) / (rho.to(work.dtype) + 1).unsqueeze(1)
+    proj = (work.sign() * (abs_ - theta).clamp_min(0)).to(flat.dtype)
     out = torch.where(outside.unsqueeze(1), proj, flat)
     return out.view_as(delta)
