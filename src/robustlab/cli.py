@@ -25,7 +25,7 @@ from robustlab.core.errors import RobustlabError  # noqa: E402
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure, certify and improve the robustness of ML models.")
 console = Console(stderr=False)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXECUTOR_HELP = "where jobs run: 'inprocess' (default) or 'dask' (a loopback LocalCluster, or --scheduler)"
 
@@ -188,7 +188,9 @@ def reproduce(
 def main() -> None:
     """Entry point: run the app, turning robustlab's user errors into one clean message."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns the exit code of typer.Exit here
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except RobustlabError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")
         if exc.fix:

@@ -313,8 +313,9 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
         "wall_seconds": round(wall, 3),
         "wall_seconds_total": round(wall + float(previous.get("wall_seconds_total", 0.0) or 0.0), 3),
         "jobs": job_counts, "executor": executor_info, "metrics": metrics, "checks": checks,
+        "probe_info": probe_info,
         "notes": list(suite.notes) + _honesty_notes(ctx),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     gates = {**suite.fail_under, **fail_under}
     failures = check_fail_under(metrics, [f"{k}={v}" for k, v in gates.items()]) if gates else []

@@ -1,0 +1,13 @@
+"""Models: small reference architectures, a seeded trainer, and the cached model zoo.
+
+``from robustlab.models import zoo; zoo.load("digits-cnn")`` gives a ready, cached reference model.
+"""
+
+from robustlab.models import zoo
+from robustlab.models.architectures import BasicBlock, DigitsCNN, DigitsMLP, ShapeWorldResNet
+from robustlab.models.training import evaluate_accuracy, random_shift_flip, train_classifier
+
+__all__ = [
+    "BasicBlock", "DigitsCNN", "DigitsMLP", "ShapeWorldResNet", "evaluate_accuracy", "random_shift_flip",
+    "train_classifier", "zoo",
+]

@@ -1,0 +1,277 @@
+"""``build_report(run_dir)``: one self-contained HTML page telling the story of a run.
+
+The page is built from the run directory alone (outcomes, ``summary.json``, ``suite.yaml``,
+``examples/``), so it can be rebuilt at any time without the model. It embeds everything: CSS inline,
+figures as base64 PNG, no script, no font, no URL; a Content-Security-Policy forbids the browser to
+fetch anything, and URLs inside user text are written with an entity so the file holds no literal one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlab.core.errors import RunError
+from robustlab.core.outcomes import Outcomes, atomic_write_bytes
+from robustlab.evaluate.checks import SEVERITIES, run_checks
+from robustlab.evaluate.metrics import clean_accuracy, compute_metrics, metrics_table
+from robustlab.report import plots
+
+__all__ = ["SECTIONS", "build_report", "render_report", "report_context"]
+
+#: stable section ids, in page order
+SECTIONS = ("header", "summary", "corruptions", "attacks", "examples", "checks", "provenance")
+_URL = re.compile(r"(?i)\b(https?|ftps?|wss?)://")
+_NUM = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
+
+
+def build_report(run_dir: str | Path, *, out: str | Path | None = None,
+                 probe_info: Mapping[str, Mapping[str, Any]] | None = None, max_example_sets: int = 24) -> Path:
+    """Write ``report.html`` for a run directory and return its path.
+
+    Args:
+        run_dir: the run directory (``outcomes.parquet`` or ``jobs/*.parquet``, ``summary.json``, ...).
+        out: where to write (default ``run_dir/report.html``); written atomically.
+        probe_info: per-probe hints for the checks and plots (``norm``, ``eps_large``, ...); defaults to
+            ``summary["probe_info"]`` when the summary has one.
+        max_example_sets: at most this many (probe, setting) example sets are shown, one per probe.
+    Raises:
+        RunError: the directory does not exist or holds no outcomes.
+    """
+    run_dir = Path(run_dir)
+    html = render_report(report_context(run_dir, probe_info=probe_info, max_example_sets=max_example_sets))
+    return atomic_write_bytes(Path(out) if out else run_dir / "report.html", html.encode("utf-8"))
+
+
+def render_report(context: Mapping[str, Any]) -> str:
+    """Render the Jinja2 template (package data ``report/templates/report.html.j2``) with ``context``."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters.update(pct=_pct, num=_num, duration=_duration, heat=_heat)
+    html = env.get_template("report.html.j2").render(**context)
+    return _URL.sub(lambda m: m.group(1) + "&#58;//", html)
+
+
+def _load_frame(run_dir: Path):
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist", fix="pass the directory `robustlab run` wrote")
+    path = run_dir / "outcomes.parquet"
+    if path.exists():
+        return Outcomes.load(path).to_frame(), []
+    parts = sorted((run_dir / "jobs").glob("*.parquet"))
+    if not parts:
+        raise RunError(f"{run_dir} has no outcomes.parquet and no jobs/*.parquet",
+                       fix="run the suite first (robustlab run SUITE --out RUN_DIR) or --resume it")
+    note = f"outcomes.parquet is missing: the report is built from {len(parts)} finished job files"
+    return Outcomes.concat(Outcomes.load(p) for p in parts).to_frame(), [note]
+
+
+def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str, Any]] | None = None,
+                   max_example_sets: int = 24) -> dict[str, Any]:
+    """Everything the template shows, computed from the run directory (JSON-like values)."""
+    run_dir = Path(run_dir)
+    frame, notes = _load_frame(run_dir)
+    summary_path = run_dir / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if not summary:
+        notes.append("summary.json is missing: model, data and versions are unknown")
+    info = dict(probe_info or summary.get("probe_info") or {})
+    table = metrics_table(frame)
+    metrics = compute_metrics(frame)
+    clean = clean_accuracy(frame)
+    checks = summary.get("checks") if isinstance(summary.get("checks"), list) else run_checks(frame, info)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    checks = sorted(checks, key=lambda c: order.get(c.get("severity"), 0))
+    data = dict(summary.get("data") or {})
+    class_names = list(data.get("class_names") or [])
+    suite = summary.get("suite") or {}
+    suite_yaml = (run_dir / "suite.yaml").read_text() if (run_dir / "suite.yaml").exists() else (
+        _yaml(suite) if suite else "")
+    return {
+        "title": str(suite.get("name") or run_dir.name),
+        "run_dir": str(run_dir.resolve()),
+        "date": _date(summary, run_dir),
+        "wall_seconds": summary.get("wall_seconds"),
+        "seed": summary.get("seed", suite.get("seed")),
+        "model": _described(summary.get("model")),
+        "data": {k: v for k, v in data.items() if k != "class_names"} | {"classes": _classes(class_names)},
+        "versions": dict(summary.get("versions") or {}),
+        "headline": _headline(table, metrics, clean, checks),
+        "clean_accuracy": clean,
+        "corruption_plot": plots.corruption_plot(table, clean),
+        "corruption_table": _pivot(table),
+        "attack_plot": plots.security_curve_plot(table, clean, info),
+        "attack_rows": _records(table[table["kind"] == "attack"]),
+        "other_rows": _records(table[~table["kind"].isin(["clean", "transform", "attack"])]),
+        "examples": _examples(run_dir / "examples", class_names, max_example_sets),
+        "checks": checks,
+        "check_counts": {s: sum(c.get("severity") == s for c in checks) for s in SEVERITIES},
+        "suite_yaml": suite_yaml,
+        "jobs": dict(summary.get("jobs") or {}),
+        "executor": summary.get("executor"),
+        "notes": [str(n) for n in summary.get("notes") or []] + notes,
+        "metrics": metrics,
+        "n_rows": len(frame),
+    }
+
+
+def _headline(table, metrics: dict[str, float], clean: float, checks: list[dict]) -> list[dict]:
+    cards = [{"label": "clean accuracy", "value": clean, "detail": f"{int(metrics.get('n_examples', 0))} examples"}]
+    if "corruption.mean_accuracy" in metrics:
+        n = table[table["kind"] == "transform"]["probe"].nunique()
+        rel = metrics.get("corruption.relative_robustness")
+        cards.append({"label": "mean corruption accuracy", "value": metrics["corruption.mean_accuracy"],
+                      "detail": f"{n} transforms" + (f", {_pct(rel)} of clean" if rel is not None else "")})
+    attacks = table[table["kind"] == "attack"]
+    for probe, rows in attacks.groupby("probe", sort=True):
+        rows = rows.sort_values("param")
+        cards.append({"label": f"{probe} robust accuracy", "value": None,
+                      "items": [(r.setting, r.robust_accuracy) for r in rows.itertuples()]})
+    warn = sum(c.get("severity") == "warning" for c in checks)
+    cards.append({"label": "sanity checks", "value": None, "warning": warn,
+                  "detail": f"{warn} warning{'s' * (warn != 1)} of {len(checks)} checks" if warn
+                  else f"all {len(checks)} checks passed or informational"})
+    return cards
+
+
+def _pivot(table) -> dict[str, Any] | None:
+    """Transforms x severities accuracy grid for the corruption table."""
+    rows = table[table["kind"] == "transform"]
+    if rows.empty:
+        return None
+    settings = rows.sort_values("param").drop_duplicates("setting")["setting"].tolist()
+    body = []
+    for probe, r in rows.groupby("probe", sort=True):
+        acc = dict(zip(r["setting"], r["accuracy"]))
+        drop = dict(zip(r["setting"], r["accuracy_drop"]))
+        body.append({"probe": probe, "cells": [(acc.get(s), drop.get(s)) for s in settings],
+                     "mean": float(r["accuracy"].mean()), "n": int(r["n"].max())})
+    return {"settings": settings, "rows": body}
+
+
+def _records(frame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in frame.to_dict("records")]
+
+
+def _examples(folder: Path, class_names: list[str], limit: int) -> dict[str, Any]:
+    """One representative example set per probe (its middle setting), images as figures, text as rows."""
+    files = sorted([*folder.glob("*.npz"), *folder.glob("*.json")]) if folder.is_dir() else []
+    by_probe: dict[str, list[tuple[float, str, Path]]] = {}
+    for f in files:
+        probe, _, setting = f.stem.rpartition("__")
+        num = _NUM.search(setting)
+        by_probe.setdefault(probe or f.stem, []).append((float(num.group()) if num else 0.0, setting, f))
+    shown = []
+    for probe in sorted(by_probe)[:limit]:
+        sets = sorted(by_probe[probe])
+        _, setting, f = sets[len(sets) // 2]
+        item = {"probe": probe, "setting": setting, "others": len(sets) - 1, "image": None, "text": None}
+        if f.suffix == ".npz":
+            with np.load(f) as z:
+                item["image"] = plots.example_grid({k: z[k] for k in z.files}, class_names)
+            if item["image"] is None:
+                continue
+        else:
+            item["text"] = _text_rows(json.loads(f.read_text()), class_names)
+        shown.append(item)
+    return {"sets": shown, "total": len(files), "probes_hidden": max(len(by_probe) - limit, 0)}
+
+
+def _text_rows(ex: Mapping[str, list], class_names: list[str]) -> list[dict]:
+    rows = []
+    for i, (a, b) in enumerate(zip(ex.get("x_clean", []), ex.get("x_probed", []))):
+        ta, tb = str(a).split(), str(b).split()
+        sm = difflib.SequenceMatcher(a=ta, b=tb, autojunk=False)
+        left, right = [], []
+        for op, i1, i2, j1, j2 in sm.get_opcodes():
+            left += [(w, op != "equal") for w in ta[i1:i2]]
+            right += [(w, op != "equal") for w in tb[j1:j2]]
+        label, cp, p = (ex.get(k, [None] * (i + 1))[i] for k in ("label", "clean_pred", "pred"))
+        rows.append({"clean": left, "probed": right, "label": _cls(label, class_names),
+                     "clean_pred": _cls(cp, class_names), "pred": _cls(p, class_names),
+                     "flipped": p is not None and label is not None and int(p) != int(label)})
+    return rows
+
+
+def _cls(i: Any, names: list[str]) -> str:
+    if i is None:
+        return "?"
+    return names[int(i)] if 0 <= int(i) < len(names) else str(i)
+
+
+def _classes(names: list[str]) -> str:
+    if not names:
+        return ""
+    return ", ".join(names) if len(names) <= 12 else ", ".join(names[:10]) + f", … ({len(names)} classes)"
+
+
+def _described(obj: Any) -> dict[str, Any]:
+    """A model / data block flattened to short printable values."""
+    if not isinstance(obj, Mapping):
+        return {"name": str(obj)} if obj else {}
+    flat = {}
+    for k, v in obj.items():
+        if isinstance(v, Mapping):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if not isinstance(vv, (Mapping, list))})
+        elif isinstance(v, list):
+            flat[k] = ", ".join(map(str, v[:12])) + (" …" if len(v) > 12 else "")
+        else:
+            flat[k] = v
+    return flat
+
+
+def _date(summary: Mapping[str, Any], run_dir: Path) -> str:
+    for key in ("finished", "created", "date", "started"):
+        if summary.get(key):
+            return str(summary[key])
+    src = next((p for p in (run_dir / "summary.json", run_dir / "outcomes.parquet") if p.exists()), run_dir)
+    return _dt.datetime.fromtimestamp(src.stat().st_mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _yaml(obj: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{100 * float(v):.{digits}f}%"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)) or float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{float(v):.{digits}g}"
+
+
+def _duration(v: Any) -> str:
+    if v is None:
+        return "–"
+    s = float(v)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(round(s), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def _heat(v: Any) -> str:
+    """A background colour for an accuracy cell: red (0) through amber to green (1)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "transparent"
+    return f"hsl({120 * min(max(float(v), 0.0), 1.0):.0f}, 70%, 90%)"
