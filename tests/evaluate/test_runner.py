@@ -124,3 +124,20 @@ def test_fail_under_gate(tmp_path):
 def test_fail_under_unknown_metric(tmp_path):
     with pytest.raises(ConfigError, match="clean_accuracy"):
         run_suite(parse_suite(SUITE), out_dir=tmp_path / "g", progress=False, fail_under={"clean_acc": 0.5})
+
+
+def test_text_suite_through_the_same_runner(tmp_path):
+    """Modality independence: a scikit-learn text classifier and a text transform, same Suite and report."""
+    suite = parse_suite({
+        "name": "text", "model": {"zoo": "text-tfidf-lr", "quick": True},
+        "data": {"name": "text-sentiment", "n": 80},
+        "probes": [{"name": "char_typos", "severities": [1, 5]}], "examples": 3,
+    })
+    result = run_suite(suite, out_dir=tmp_path / "t", progress=False)
+    f = _frame(result.run_dir)
+    assert set(f.kind) == {"clean", "transform"} and len(f) == 80 * 3
+    m = result.summary["metrics"]
+    assert m["char_typos.accuracy[severity=5]"] <= m["clean_accuracy"] + 0.05
+    assert "synthetic" in result.summary["data"]["source"].lower()
+    assert list((result.run_dir / "examples").glob("*.json"))
+    assert "char_typos" in (result.run_dir / "report.html").read_text()
