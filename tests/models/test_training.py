@@ -9,7 +9,14 @@ from robustlab.core.errors import ConfigError, DataError
 from robustlab.core.model import TorchModel
 from robustlab.data.base import Dataset
 from robustlab.models.architectures import DigitsCNN, DigitsMLP
-from robustlab.models.training import _lr_factor, evaluate_accuracy, random_shift_flip, train_classifier
+from robustlab.models.training import (
+    _lr_factor,
+    evaluate_accuracy,
+    gaussian_noise,
+    make_augment,
+    random_shift_flip,
+    train_classifier,
+)
 
 
 def _toy(n: int = 256, seed: int = 0) -> Dataset:
@@ -123,3 +130,18 @@ def test_random_shift_flip():
     assert any(not torch.equal(f, x[0]) for f in flipped)
     with pytest.raises(ConfigError):
         random_shift_flip(-1)
+
+
+def test_gaussian_noise_and_make_augment():
+    x = torch.full((200, 1, 8, 8), 0.5)
+    noisy = gaussian_noise(0.1)(x, torch.Generator().manual_seed(0))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert (noisy - x).std().item() == pytest.approx(0.1, rel=0.05)
+    assert make_augment(None) is None and make_augment({}) is None
+    aug = make_augment({"max_shift": 1, "flip": True, "noise": 0.05})
+    a = aug(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, aug(x, torch.Generator().manual_seed(1)))
+    with pytest.raises(ConfigError, match="rotate"):
+        make_augment({"rotate": 10})
+    with pytest.raises(ConfigError):
+        gaussian_noise(-1.0)

@@ -23,6 +23,11 @@ BUILTIN_MODULES = (
     "robustlab.transforms.text",
     "robustlab.attacks.fgsm",
     "robustlab.attacks.pgd",
+    "robustlab.attacks.apgd",
+    "robustlab.attacks.cw",
+    "robustlab.attacks.square",
+    "robustlab.attacks.fab",
+    "robustlab.attacks.autoattack",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
