@@ -28,6 +28,8 @@ BUILTIN_MODULES = (
     "robustlab.attacks.square",
     "robustlab.attacks.fab",
     "robustlab.attacks.autoattack",
+    "robustlab.attacks.bpda",
+    "robustlab.attacks.eot",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}

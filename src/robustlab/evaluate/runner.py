@@ -300,7 +300,7 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     metrics = compute_metrics(frame)
     probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None)}
                   for k, p in ctx.probes.items()}
-    checks = run_checks(frame, probe_info=probe_info)
+    checks = run_checks(frame, probe_info=probe_info, extra=_model_checks(ctx, frame))
     suite = ctx.suite
     previous = _read_json(run_dir / "summary.json")
     summary = {
@@ -323,6 +323,19 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default).encode())
     build_report(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, failures=failures)
+
+
+def _model_checks(ctx: Context, frame: Any) -> list[dict[str, Any]]:
+    """Model-level gradient-masking checks, run after the jobs (they call a possibly random model)."""
+    from robustlab.evaluate.masking import effort_pairs, more_effort_check, run_model_checks
+
+    sub = ctx.data.subset(slice(0, 256))
+    extra = run_model_checks(ctx.model, sub.x, sub.y,
+                             generator=torch_generator(derive_seed(ctx.suite.seed, "model-checks")))
+    pairs = effort_pairs(ctx.probes)
+    if pairs:
+        extra += more_effort_check(frame, pairs=pairs)
+    return extra
 
 
 def _honesty_notes(ctx: Context) -> list[str]:
