@@ -9,8 +9,10 @@ and only the others pay for forward/backward passes; the search stops when none 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -22,6 +24,7 @@ from robustlab.core.threat import LpBall
 
 __all__ = [
     "GradientSearch",
+    "Search",
     "SearchResult",
     "default_alpha",
     "run_attack",
@@ -80,6 +83,13 @@ def sample_start(threat: LpBall, x0: torch.Tensor, generator: torch.Generator) -
     if _same_device(gdev, x0.device):
         return threat.sample(x0, generator)
     return threat.sample(x0.to(gdev), generator).to(x0.device)
+
+
+class Search(Protocol):
+    """What :func:`run_attack` needs of a search: ``run(...) -> SearchResult``."""
+
+    def run(self, model: Model, goal: Goal, threat: LpBall, x0: torch.Tensor, labels: torch.Tensor, *,
+            generator: torch.Generator) -> SearchResult: ...
 
 
 @dataclass
@@ -192,8 +202,11 @@ class GradientSearch:
 
 
 def run_attack(model: Model, x: torch.Tensor, y: torch.Tensor, *, goal: Goal, threat: LpBall,
-               search: GradientSearch, generator: torch.Generator, name: str = "attack") -> AttackResult:
+               search: Search, generator: torch.Generator, name: str = "attack") -> AttackResult:
     """Shared body of the gradient attacks: checks, device moves, labels, search, result.
+
+    ``search`` is any object with :class:`GradientSearch`'s ``run`` (e.g. ``APGDSearch``); tensor
+    fields its result adds to :class:`SearchResult` are passed on in ``extras``.
 
     ``x`` (B, ...) raw inputs and ``y`` (B,) true labels; results come back on ``x``'s device.
     ``eps == 0`` returns ``x`` unchanged with zero queries.
@@ -218,5 +231,9 @@ def run_attack(model: Model, x: torch.Tensor, y: torch.Tensor, *, goal: Goal, th
             num_classes = int(model(xd[:1]).shape[1])
     labels = goal.labels(yd, num_classes=num_classes, generator=generator)
     res = search.run(model, goal, threat, xd, labels, generator=generator)
-    return AttackResult(res.x_adv.to(out_dev), res.queries.to(out_dev),
-                        extras={"success": res.success.to(out_dev), "loss": res.loss.to(out_dev)})
+    extras = {"success": res.success.to(out_dev), "loss": res.loss.to(out_dev)}
+    for f in dataclasses.fields(res):  # per-example fields a search adds (e.g. APGD's step_size)
+        value = getattr(res, f.name)
+        if f.name not in ("x_adv", "queries", "success", "loss") and isinstance(value, torch.Tensor):
+            extras[f.name] = value.to(out_dev)
+    return AttackResult(res.x_adv.to(out_dev), res.queries.to(out_dev), extras=extras)
