@@ -1,0 +1,89 @@
+"""The zoo's entries: which data, which architecture and which training settings make each model.
+
+Settings are data, not code, so that ``meta.json`` records them and a changed setting invalidates the
+cache. Each entry has a full configuration (the reference model, with an accuracy target) and a
+``quick`` one (a tiny variant for tests: seconds to train, lower accuracy acceptable).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ENTRIES", "ZooEntry"]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model.
+
+    Attributes:
+        name: the zoo name (``"digits-cnn"``).
+        dataset: the :func:`robustlab.data.load_dataset` name it is trained and tested on.
+        kind: ``"torch"`` or ``"sklearn"``.
+        modality: the model's input kind.
+        description: one line for listings and reports.
+        target_accuracy: the clean test accuracy the full model is meant to reach (reported, not enforced).
+        full: the full training configuration.
+        quick: overrides of ``full`` for the quick variant.
+    """
+
+    name: str
+    dataset: str
+    kind: str
+    modality: str
+    description: str
+    target_accuracy: float
+    full: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, quick: bool = False) -> dict[str, Any]:
+        """The training configuration (a fresh copy), with the quick overrides when ``quick``."""
+        cfg = copy.deepcopy(self.full)
+        if quick:
+            cfg.update(copy.deepcopy(self.quick))
+        return cfg
+
+
+_DIGITS = {"seed": 0, "data_seed": 0, "train_n": None, "test_n": None, "schedule": "onecycle",
+           "batch_size": 64}
+
+ENTRIES: dict[str, ZooEntry] = {
+    "digits-mlp": ZooEntry(
+        name="digits-mlp", dataset="digits", kind="torch", modality="image",
+        description="ReLU MLP 64-256-256-10 on scikit-learn digits (8x8), AdamW, Gaussian-noise augmentation",
+        target_accuracy=0.97,
+        full=dict(_DIGITS, architecture="DigitsMLP", arch_kwargs={"hidden": [256, 256]}, optimizer="adamw",
+                  lr=2e-3, weight_decay=0.05, epochs=40, augment={"noise": 0.1}),
+        quick={"epochs": 4, "train_n": 400, "test_n": 200},
+    ),
+    "digits-cnn": ZooEntry(
+        name="digits-cnn", dataset="digits", kind="torch", modality="image",
+        description="3-conv + 2-linear CNN on scikit-learn digits (8x8), SGD, 1-pixel shift augmentation",
+        target_accuracy=0.97,
+        full=dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [32, 64, 64], "hidden": 128},
+                  optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1}),
+        quick={"epochs": 4, "train_n": 400, "test_n": 200},
+    ),
+    "shapeworld-resnet": ZooEntry(
+        name="shapeworld-resnet", dataset="shapeworld", kind="torch", modality="image",
+        description="ResNet-8 (widths 16/32/64, BatchNorm) on ShapeWorld 32x32 RGB",
+        target_accuracy=0.95,
+        full={"seed": 0, "data_seed": 0, "train_n": 20000, "test_n": 2000, "architecture": "ShapeWorldResNet",
+              "arch_kwargs": {"widths": [16, 32, 64], "blocks": 1, "stem_stride": 1}, "optimizer": "sgd",
+              "schedule": "onecycle", "epochs": 8, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4,
+              "augment": {"max_shift": 2, "flip": False}},
+        quick={"epochs": 2, "train_n": 512, "test_n": 256, "batch_size": 64,
+               "arch_kwargs": {"widths": [8, 16, 16], "blocks": 1, "stem_stride": 1}},
+    ),
+    "text-tfidf-lr": ZooEntry(
+        name="text-tfidf-lr", dataset="text-sentiment", kind="sklearn", modality="text",
+        description="TF-IDF (word 1-2 grams) + logistic regression on the generated sentiment text",
+        target_accuracy=0.9,
+        full={"seed": 0, "data_seed": 0, "train_n": None, "test_n": None, "architecture": "TfidfLogReg",
+              "tfidf": {"ngram_range": [1, 2], "sublinear_tf": True, "min_df": 1},
+              "logreg": {"C": 10.0, "max_iter": 1000}},
+        quick={"train_n": 400, "test_n": 200},
+    ),
+}
