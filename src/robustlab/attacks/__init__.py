@@ -1,8 +1,10 @@
-"""Attacks = Goal + ThreatModel + Search: FGSM, PGD, APGD (CE / DLR / T), FAB, Square, CW-L2, BPDA, EOT."""
+"""Attacks = Goal + ThreatModel + Search: FGSM, PGD, APGD (CE / DLR / T), FAB, Square, CW-L2, BPDA, EOT, AutoAttack."""
 
 from robustlab.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT
+from robustlab.attacks.autoattack import APGDEOT, AutoAttack
 from robustlab.attacks.bpda import BPDA, bpda_view, straight_through
 from robustlab.attacks.cw import CWL2
+from robustlab.attacks.ensemble import Ensemble, Member
 from robustlab.attacks.eot import EOTPGD
 from robustlab.attacks.fab import FAB, fab_t
 from robustlab.attacks.fgsm import FGSM
@@ -12,7 +14,7 @@ from robustlab.attacks.search import GradientSearch, SearchResult, steepest_dire
 from robustlab.attacks.square import Square
 
 __all__ = [
-    "APGD", "APGDCE", "APGDDLR", "APGDT", "BPDA", "CWL2", "EOTPGD", "FAB", "FGSM", "PGD", "Goal", "GradientSearch",
+    "APGD", "APGDCE", "APGDDLR", "APGDEOT", "APGDT", "AutoAttack", "BPDA", "CWL2", "EOTPGD", "Ensemble", "Member", "FAB", "FGSM", "PGD", "Goal", "GradientSearch",
     "Misclassify", "SearchResult", "Square", "Targeted", "bpda_view", "dlr_loss", "fab_t", "margin_loss", "pgd_l2", "pgd_linf",
     "steepest_direction", "straight_through",
 ]

@@ -130,7 +130,7 @@ class Attack(Probe):
 
         attack = self.at(setting)
         todo = clean_pred.cpu() == y.cpu()
-        x_adv = x.clone()
+        x_adv, extras = x.clone(), {}
         queries = torch.zeros(len(y), dtype=torch.long)
         if bool(todo.any()):
             dev = model.device
@@ -142,10 +142,11 @@ class Attack(Probe):
                                  f"{attack.threat}", fix="this is a robustlab bug: please report it")
             x_adv[todo] = xa
             queries[todo] = res.queries.cpu().long()
+            extras = {"attack": res.extras, "attempted_index": todo.nonzero().squeeze(1)}
         scores = checked_scores(model, x_adv)
         norm = attack.threat.norm if isinstance(attack.threat, LpBall) else "inf"
         return ProbeOutput(scores=scores, attempted=todo, queries=queries, x_probed=x_adv,
-                           distance=lp_norm((x_adv - x).float(), norm))
+                           distance=lp_norm((x_adv - x).float(), norm), extras=extras)
 
 
 class Certifier(Probe):

@@ -28,6 +28,7 @@ BUILTIN_MODULES = (
     "robustlab.attacks.square",
     "robustlab.attacks.fab",
     "robustlab.attacks.autoattack",
+    "robustlab.attacks.ensemble",
     "robustlab.attacks.bpda",
     "robustlab.attacks.eot",
 )
