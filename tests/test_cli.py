@@ -107,7 +107,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
-    done = {p.name: p.stat().st_mtime_ns for p in jobs.glob("*.parquet")}
+    done = {p.name: p.stat().st_mtime_ns for p in jobs.glob("[!.]*.parquet")}  # .tmp-* = unfinished
     assert 0 < len(done) < 70, "the run should have been interrupted halfway"
     r = cli("run", "--resume", str(out), "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr

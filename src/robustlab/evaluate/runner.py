@@ -228,6 +228,13 @@ def _versions() -> dict[str, str]:
             "robustlab": robustlab.__version__, "platform": platform.platform()}
 
 
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temp files a killed run left behind (they were never renamed, so never finished)."""
+    for folder in (run_dir, run_dir / "jobs", run_dir / "examples"):
+        for tmp in folder.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+
 def _prepare_dir(suite: Suite | None, out_dir: Path | None, resume: Path | None) -> tuple[Suite, Path, int]:
     if resume is not None:
         run_dir = Path(resume)
@@ -236,10 +243,11 @@ def _prepare_dir(suite: Suite | None, out_dir: Path | None, resume: Path | None)
             raise RunError(f"{run_dir} is not a robustlab run directory (no suite.yaml)",
                            fix="pass the folder printed by the interrupted run")
         stored = load_suite(saved)
+        _remove_stale_temp_files(run_dir)
         if suite is not None and suite.fingerprint() != stored.fingerprint():
             raise RunError(f"{run_dir} holds a run of a different suite",
                            fix="resume with the same suite, or start a new run with --out")
-        return stored, run_dir, len(list((run_dir / "jobs").glob("*.parquet")))
+        return stored, run_dir, len(list((run_dir / "jobs").glob("[!.]*.parquet")))
     assert suite is not None
     if out_dir is None:
         out_dir = Path("robustlab-runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -265,7 +273,7 @@ def run_suite(suite: Suite | None, *, out_dir: str | Path | None = None, resume:
     ctx = build_context(suite, device=device, progress=progress)
     check_context(ctx)
     jobs = plan_jobs(suite, ctx.probes, len(ctx.data))
-    done = {p.stem for p in (run_dir / "jobs").glob("*.parquet")}
+    done = {p.stem for p in (run_dir / "jobs").glob("*.parquet") if not p.name.startswith(".")}
     todo = [j for j in jobs if j.id not in done]
     reused = len(jobs) - len(todo)
     executor = executor or InProcessExecutor()
