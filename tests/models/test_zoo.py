@@ -176,10 +176,13 @@ def test_interrupted_training_leaves_no_finished_cache(cache, monkeypatch):
     assert zoo.load("digits-mlp", quick=True, progress=False).zoo_info["test_accuracy"] > 0.5
 
 
-def test_retrain_forces_training(cache, count_training):
+def test_retrain_forces_training(cache, count_training, capsys):
     zoo.load("digits-mlp", quick=True, progress=False)
-    zoo.load("digits-mlp", quick=True, progress=False, retrain=True)
+    assert capsys.readouterr().err == ""
+    zoo.load("digits-mlp", quick=True, progress=True, retrain=True)
     assert count_training == ["digits-mlp", "digits-mlp"]
+    err = capsys.readouterr().err
+    assert "retrain requested" in err and "test accuracy" in err
 
 
 def test_quick_and_full_are_cached_separately(cache):
@@ -219,3 +222,19 @@ def test_full_models_reach_their_targets(name):
     if name == "shapeworld-resnet":
         assert info["test_n"] == 2000
     assert os.path.exists(info["cache_path"])
+
+
+def test_below_target_loads_and_info_says_so(cache, monkeypatch):
+    import dataclasses
+
+    from robustlab.models import entries
+
+    base = entries.ENTRIES["digits-mlp"]
+    tiny = dataclasses.replace(base, target_accuracy=0.999,
+                               full=dict(base.full, epochs=1, train_n=64, test_n=100))
+    monkeypatch.setitem(entries.ENTRIES, "digits-mlp", tiny)
+    model = zoo.load("digits-mlp", progress=False)  # no error, just a weaker model
+    info = zoo.info("digits-mlp")
+    assert info["cached"] and info["meets_target"] is False and info["target_accuracy"] == 0.999
+    assert model.zoo_info["test_accuracy"] == info["test_accuracy"] < 0.999
+    assert model.zoo_info["train_n"] == 64 and model.zoo_info["test_n"] == 100

@@ -14,8 +14,10 @@ No official code exists; robustlab's version is reconstructed from the paper's d
   its gradient is exactly zero, so sign steps from ``x`` would never move;
 * the last iterate is returned (no best-iterate bookkeeping);
 * layer exploration crafts with ``L_l`` on the probe set for every layer ``l`` and scores the layer by
-  the mean cosine between the clean and adversarial *final* encoder features (``encoder.features``,
-  what a downstream head reads); the lowest score is the most vulnerable layer ``l*``;
+  the mean token cosine between the clean and adversarial outputs of the *last* layer (``L_last`` of
+  the examples crafted at ``l``); the lowest score is the most vulnerable layer ``l*``. The pooled
+  feature was not used: on a small MAE encoder its cosine is ~0.999 even between different images
+  (the shared position component dominates), which leaves no signal to rank layers;
 * an ensemble of encoders sums their losses, each encoder at its own explored (or given) layer;
 * defaults (not given by the paper): eps 8/255, 20 steps, step size eps/4 (= 2/255 at 8/255).
 """
@@ -38,7 +40,7 @@ from robustlab.core.probe import Attack, AttackResult
 from robustlab.core.registry import register
 from robustlab.core.threat import LpBall
 
-__all__ = ["DTA", "LayerExploration", "TokenEncoder", "dta_perturb", "explore_layers", "feature_cosine",
+__all__ = ["DTA", "LayerExploration", "TokenEncoder", "dta_perturb", "explore_layers", "feature_cosine", "final_cosine",
            "token_cosine"]
 
 
@@ -72,8 +74,14 @@ def token_cosine(h_adv: torch.Tensor, h_clean: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def final_cosine(encoder: TokenEncoder, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean token cosine between the last-layer outputs of ``x_adv`` and ``x``, per example ``(B,)``."""
+    return token_cosine(encoder.hidden_states(x_adv)[-1], encoder.hidden_states(x)[-1])
+
+
+@torch.no_grad()
 def feature_cosine(encoder: TokenEncoder, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Cosine between the final encoder features of ``x_adv`` and ``x``, per example ``(B,)``."""
+    """Cosine between the pooled final features (``encoder.features``) of ``x_adv`` and ``x``, ``(B,)``."""
     return F.cosine_similarity(encoder.features(x_adv), encoder.features(x), dim=-1, eps=1e-8)
 
 
@@ -124,7 +132,7 @@ def dta_perturb(encoders: Sequence[TokenEncoder], layers: Sequence[int], x: torc
 
 @dataclass
 class LayerExploration:
-    """DTA's layer exploration for one encoder: ``scores`` (L,) mean final-feature cosine after
+    """DTA's layer exploration for one encoder: ``scores`` (L,) mean last-layer token cosine after
     attacking layer ``l`` (lower = more vulnerable) and ``best = argmin(scores)``."""
 
     scores: torch.Tensor
@@ -133,11 +141,11 @@ class LayerExploration:
 
 def explore_layers(encoder: TokenEncoder, probe: torch.Tensor, *, threat: LpBall, steps: int, alpha: float,
                    generator: torch.Generator) -> LayerExploration:
-    """Craft with ``L_l`` on ``probe`` ``(P, C, H, W)`` for every layer ``l``; score by final-feature cosine."""
+    """Craft with ``L_l`` on ``probe`` ``(P, C, H, W)`` for every layer ``l``; score by last-layer token cosine."""
     scores = []
     for lay in range(int(encoder.num_layers)):
         xa, _ = dta_perturb([encoder], [lay], probe, threat=threat, steps=steps, alpha=alpha, generator=generator)
-        scores.append(float(feature_cosine(encoder, xa, probe).mean()))
+        scores.append(float(final_cosine(encoder, xa, probe).mean()))
     s = torch.tensor(scores)
     return LayerExploration(scores=s, best=int(s.argmin()))
 
