@@ -154,6 +154,30 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
 
 
 @app.command()
+def leaderboard(
+    metric: str = typer.Option("clean_accuracy", "--metric", help="the metric to rank by (a summary.json key)"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="only runs of this suite name"),
+    limit: int = typer.Option(20, "--limit", help="rows to show"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Runs recorded in the DuckDB store, ranked by a metric."""
+    from robustlab.evaluate.store import leaderboard as board
+    from robustlab.evaluate.store import store_path
+
+    rows = board(metric, suite=suite, limit=limit)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"{metric} ({store_path()})")
+    for col in ("value", "suite", "model", "data", "n", "finished", "run_dir"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(f"{r['value']:.4f}", str(r["suite"]), str(r["model"]), str(r["data"]), str(r["n"]),
+                      str(r["finished"]), str(r["run_dir"]))
+    console.print(table)
+
+
+@app.command()
 def reproduce(
     key: Optional[str] = typer.Argument(None, help="paper key (see --list)"),
     list_papers: bool = typer.Option(False, "--list", help="all 41 seed papers with key, title and status"),

@@ -47,6 +47,10 @@ def test_run_writes_everything(first_run):
     assert 0.0 <= s["metrics"]["clean_accuracy"] <= 1.0
     assert s["versions"]["torch"] and s["seed"] == 0
     assert any((d / "examples").iterdir())
+    from robustlab.evaluate.store import duckdb_available, leaderboard
+
+    if duckdb_available():  # the run was appended to the store
+        assert str(d.resolve()) in {r["run_dir"] for r in leaderboard("clean_accuracy", suite="tiny", limit=100)}
 
 
 def test_attack_rows_are_consistent(first_run):

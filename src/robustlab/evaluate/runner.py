@@ -328,9 +328,23 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     gates = {**suite.fail_under, **fail_under}
     failures = check_fail_under(metrics, [f"{k}={v}" for k, v in gates.items()]) if gates else []
     summary["fail_under"] = {"gates": gates, "failures": failures}
+    summary["fingerprint"] = suite.fingerprint()
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default).encode())
     build_report(run_dir)
+    _record(summary, run_dir)
     return RunResult(run_dir=run_dir, summary=summary, failures=failures)
+
+
+def _record(summary: dict[str, Any], run_dir: Path) -> None:
+    """Append the run to the DuckDB store; a store problem never fails a finished run."""
+    import warnings
+
+    from robustlab.evaluate.store import append_run
+
+    try:
+        append_run(json.loads(json.dumps(summary, default=_json_default)), run_dir)
+    except Exception as exc:  # e.g. a locked or corrupt store file
+        warnings.warn(f"run not recorded in the store: {exc}", stacklevel=2)
 
 
 def _model_checks(ctx: Context, frame: Any) -> list[dict[str, Any]]:
