@@ -5,9 +5,15 @@
 
 from robustlab.models import zoo
 from robustlab.models.architectures import BasicBlock, DigitsCNN, DigitsMLP, ShapeWorldResNet
-from robustlab.models.training import evaluate_accuracy, random_shift_flip, train_classifier
+from robustlab.models.training import (
+    evaluate_accuracy,
+    gaussian_noise,
+    make_augment,
+    random_shift_flip,
+    train_classifier,
+)
 
 __all__ = [
-    "BasicBlock", "DigitsCNN", "DigitsMLP", "ShapeWorldResNet", "evaluate_accuracy", "random_shift_flip",
-    "train_classifier", "zoo",
+    "BasicBlock", "DigitsCNN", "DigitsMLP", "ShapeWorldResNet", "evaluate_accuracy", "gaussian_noise",
+    "make_augment", "random_shift_flip", "train_classifier", "zoo",
 ]
