@@ -31,6 +31,8 @@ BUILTIN_MODULES = (
     "robustlab.attacks.ensemble",
     "robustlab.attacks.bpda",
     "robustlab.attacks.eot",
+    "robustlab.defend.train.pgd_at",
+    "robustlab.defend.train.trades",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}

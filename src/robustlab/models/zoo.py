@@ -7,6 +7,9 @@ caches it under ``<cache>/zoo/<name>[-quick]/`` as ``model.pt`` (a torch ``state
 config, package versions, the weights' SHA-256). Both files are written atomically and ``meta.json``
 last, so a killed training never leaves a cache that reads as finished; an unreadable or mismatched
 cache is retrained with a :class:`ZooCacheWarning`. ``quick=True`` gives a tiny variant for tests.
+Entries whose config has ``"adversarial"`` (``digits-cnn-at``, ``digits-cnn-trades``,
+``shapeworld-resnet-at``) are trained by :func:`robustlab.defend.train.adversarial_train` and record
+their PGD-20 test accuracy at the training eps in ``meta.json["robust_accuracy"]``.
 
 Example::
 
@@ -224,18 +227,25 @@ def _train(entry: ZooEntry, quick: bool, device: str, progress: bool) -> tuple[M
         meta.update(in_shape=list(x.shape[1:]), mean=x.mean(dim=dims).tolist(),
                     std=x.std(dim=dims).clamp_min(1e-3).tolist())
         model = _build_torch(meta | {"config": _jsonable(cfg)})
-        history = train_classifier(
-            model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-            weight_decay=cfg["weight_decay"], seed=cfg["seed"], device=device, progress=progress,
-            augment=make_augment(cfg.get("augment")), optimizer=cfg["optimizer"],
-            schedule=cfg["schedule"], label_smoothing=cfg.get("label_smoothing", 0.0),
-            description=f"zoo: training {_key(entry.name, quick)}")
+        if cfg.get("adversarial"):
+            history = _adversarial_fit(model, train, cfg, quick, device, progress)
+        else:
+            history = train_classifier(
+                model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                weight_decay=cfg["weight_decay"], seed=cfg["seed"], device=device, progress=progress,
+                augment=make_augment(cfg.get("augment")), optimizer=cfg["optimizer"],
+                schedule=cfg["schedule"], label_smoothing=cfg.get("label_smoothing", 0.0),
+                description=f"zoo: training {_key(entry.name, quick)}")
         train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         acc = evaluate_accuracy(model, test, device=device)
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.module.state_dict().items()}, buf)
         blob = buf.getvalue()
-        meta["history"] = {k: history[k] for k in ("loss", "acc", "epochs", "steps")}
+        meta["history"] = {k: history[k] for k in ("loss", "acc", "clean_acc", "adv_acc", "eps", "epochs", "steps")
+                           if k in history}
+        if cfg.get("adversarial"):
+            meta["robust_accuracy"] = _robust_test_accuracy(model, test, cfg["adversarial"])
+            meta["init_from"] = history["init_from"]  # the fine-tuned base model, or None
     meta.update(test_accuracy=round(acc, 6), train_seconds=round(train_seconds, 3),
                 train_cpu_seconds=round(cpu_seconds, 3),
                 meets_target=None if quick else bool(acc >= entry.target_accuracy),
@@ -245,13 +255,46 @@ def _train(entry: ZooEntry, quick: bool, device: str, progress: bool) -> tuple[M
     return model, meta, blob
 
 
+def _adversarial_fit(model: TorchModel, train: Any, cfg: dict[str, Any], quick: bool, device: str,
+                     progress: bool) -> dict[str, Any]:
+    """Adversarial training for entries whose config has ``"adversarial": {"method", "norm", "eps", ...}``
+    (the keyword arguments of :func:`robustlab.defend.train.adversarial_train`), from scratch, or
+    fine-tuning the zoo model named by ``"init_from"`` (its variant of the same ``quick``-ness)."""
+    from robustlab.defend.train import adversarial_train
+    from robustlab.models.training import make_augment
+
+    adv = dict(cfg["adversarial"])
+    base = adv.pop("init_from", None)
+    origin = None
+    if base is not None:
+        start = load(base, device=device, quick=quick, progress=progress)
+        model.module.load_state_dict(start.module.state_dict())
+        origin = {"name": _key(base, quick), "weights_sha256": start.zoo_info["weights_sha256"]}
+    history = adversarial_train(
+        model, train, **adv, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"], seed=cfg["seed"], device=device, progress=progress,
+        augment=make_augment(cfg.get("augment")), optimizer=cfg["optimizer"], schedule=cfg["schedule"],
+        init=base is None)
+    return history | {"init_from": origin}
+
+
+def _robust_test_accuracy(model: TorchModel, test: Any, adv: dict[str, Any]) -> dict[str, Any]:
+    """PGD-20 accuracy on the test split at the training norm and eps (recorded in ``meta.json``)."""
+    from robustlab.defend.train import robust_accuracy
+
+    norm, eps = adv.get("norm", "inf"), float(adv["eps"])
+    value = robust_accuracy(model, test, norm=norm, eps=eps, steps=20, seed=0)
+    return {"attack": "pgd", "steps": 20, "norm": str(norm), "eps": eps, "n": len(test), "value": round(value, 6)}
+
+
 def load(name: str, *, device: str = "cpu", quick: bool = False, progress: bool = True,
          retrain: bool = False) -> Model:
     """A zoo model, loaded from the cache or trained (and cached) on first use.
 
     Args:
         name: one of :func:`names` (``"digits-mlp"``, ``"digits-cnn"``, ``"shapeworld-resnet"``,
-            ``"text-tfidf-lr"``).
+            ``"text-tfidf-lr"``, and the adversarially trained ``"digits-cnn-at"``,
+            ``"digits-cnn-trades"``, ``"shapeworld-resnet-at"``).
         device: where the model runs (and trains, if it must).
         quick: a tiny variant for tests (seconds to train, lower accuracy), cached separately.
         progress: show a progress bar and a note on stderr while training.
@@ -301,6 +344,7 @@ def info(name: str, *, quick: bool = False) -> dict[str, Any]:
         "target_accuracy": None if quick else entry.target_accuracy,
         "cache_path": str(folder / ("model.pkl" if entry.kind == "sklearn" else "model.pt")),
         "cached": False, "test_accuracy": None, "train_seconds": None, "meets_target": None,
+        "robust_accuracy": None,
     }
     try:
         meta = _read_meta(folder)
@@ -308,7 +352,8 @@ def info(name: str, *, quick: bool = False) -> dict[str, Any]:
             _check_meta(meta, entry, quick)
             out.update(cached=True, test_accuracy=meta["test_accuracy"], train_seconds=meta["train_seconds"],
                        meets_target=meta["meets_target"], test_n=meta["test_n"], train_n=meta["train_n"],
-                       versions=meta["versions"], created=meta["created"])
+                       versions=meta["versions"], created=meta["created"],
+                       robust_accuracy=meta.get("robust_accuracy"))
     except Exception as exc:  # noqa: BLE001 - a broken cache is reported, not raised: load() will rebuild it
         out["cache_problem"] = str(exc)
     return out
