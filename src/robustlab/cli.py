@@ -183,7 +183,7 @@ def reproduce(
     list_papers: bool = typer.Option(False, "--list", help="all 41 seed papers with key, title and status"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     quick: bool = typer.Option(False, "--quick", help="seconds-long smoke mode on tiny data"),
-    threads: int = typer.Option(2, "--threads", help="torch threads"),
+    threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest for the tiny models used)"),
 ) -> None:
     """Run a seed paper's reproduction and check its claims (exit 0 held, 1 a claim failed, 2 could not run)."""
     from robustlab.papers import catalog

@@ -215,7 +215,7 @@ class DTA(Attack):
     def alpha(self) -> float:
         return float(self._alpha) if self._alpha is not None else self.threat.eps / 4
 
-    def at(self, eps: float) -> "DTA":
+    def at(self, eps: float) -> DTA:
         new = copy.copy(self)
         new.threat = self.threat.with_eps(eps)
         if self.layer == "auto":  # the exploration depends on eps: redo it at the new radius

@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "robustlab.attacks.ensemble",
     "robustlab.attacks.bpda",
     "robustlab.attacks.eot",
+    "robustlab.attacks.dta",
     "robustlab.defend.train.pgd_at",
     "robustlab.defend.train.trades",
 )
