@@ -14,7 +14,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -44,7 +43,7 @@ def _parse_gates(items: list[str]) -> dict[str, float]:
     return dict(parse_fail_under(s) for s in items)
 
 
-def _run(suite, out: Optional[Path], resume: Optional[Path], executor: str, scheduler: Optional[str],
+def _run(suite, out: Path | None, resume: Path | None, executor: str, scheduler: str | None,
          device: str, threads: int, fail_under: list[str], quiet: bool) -> None:
     from robustlab.evaluate.executors import make_executor
     from robustlab.evaluate.runner import run_suite
@@ -82,10 +81,10 @@ def _print_summary(result) -> None:
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default robustlab-runs/demo-TIME)"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run in this directory"),
+    out: Path | None = typer.Option(None, "--out", help="run directory (default robustlab-runs/demo-TIME)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run in this directory"),
     executor: str = typer.Option("inprocess", "--executor", help=EXECUTOR_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     threads: int = typer.Option(2, "--threads", help="torch threads in this process"),
     quick: bool = typer.Option(False, "--quick", help="a seconds-long smoke version (quick model, 64 images)"),
@@ -103,11 +102,11 @@ def demo(
 
 @app.command()
 def run(
-    suite_file: Optional[Path] = typer.Argument(None, help="the suite YAML file (optional with --resume)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default robustlab-runs/NAME-TIME)"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run in this directory"),
+    suite_file: Path | None = typer.Argument(None, help="the suite YAML file (optional with --resume)"),
+    out: Path | None = typer.Option(None, "--out", help="run directory (default robustlab-runs/NAME-TIME)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run in this directory"),
     executor: str = typer.Option("inprocess", "--executor", help=EXECUTOR_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     threads: int = typer.Option(2, "--threads", help="torch threads in this process"),
     fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE: exit 1 if a metric is below"),
@@ -156,7 +155,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
 @app.command()
 def leaderboard(
     metric: str = typer.Option("clean_accuracy", "--metric", help="the metric to rank by (a summary.json key)"),
-    suite: Optional[str] = typer.Option(None, "--suite", help="only runs of this suite name"),
+    suite: str | None = typer.Option(None, "--suite", help="only runs of this suite name"),
     limit: int = typer.Option(20, "--limit", help="rows to show"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
@@ -179,7 +178,7 @@ def leaderboard(
 
 @app.command()
 def reproduce(
-    key: Optional[str] = typer.Argument(None, help="paper key (see --list)"),
+    key: str | None = typer.Argument(None, help="paper key (see --list)"),
     list_papers: bool = typer.Option(False, "--list", help="all 41 seed papers with key, title and status"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     quick: bool = typer.Option(False, "--quick", help="seconds-long smoke mode on tiny data"),

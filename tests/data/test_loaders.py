@@ -160,7 +160,8 @@ def test_csv_string_and_integer_labels(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text('text,label\n"great, really",pos\nawful,neg\nfine,pos\n')
     ds = load_csv(p)
-    assert ds.x == ["great, really", "awful", "fine"] and ds.class_names == ["neg", "pos"] and ds.y.tolist() == [1, 0, 1]
+    assert ds.x == ["great, really", "awful", "fine"] and ds.class_names == ["neg", "pos"]
+    assert ds.y.tolist() == [1, 0, 1]
     q = tmp_path / "q.csv"
     q.write_text("review;stars\nok;1\nbad;0\n")
     ds2 = load_csv(q, text_column="review", label_column="stars", delimiter=";")

@@ -190,8 +190,9 @@ class TransferAttack(Attack):
             for t in range(self.steps):
                 group = [members[order[t % len(members)]]] if self.mode == "light" else members
                 g = self._grad(group, xa, labels)
-                if self.momentum is not None:
-                    buf = self.momentum * buf + g / g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+                if self.momentum is not None:  # MI-FGSM: accumulate L1-normalized gradients
+                    l1 = g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+                    buf = self.momentum * buf + g / l1
                     g = buf
                 d = steepest_direction(g, threat.norm, x=xa, low=threat.low, high=threat.high)
                 xa = threat.project(x0, xa + alpha * d.to(xa.dtype))
@@ -201,7 +202,8 @@ class TransferAttack(Attack):
             best_success |= success
         queries = torch.full((n,), self.restarts * (self.steps * per_step + len(members)), dtype=torch.long,
                              device=x.device)
-        return AttackResult(best, zeros, extras={"surrogate_success": best_success, "surrogate_queries": queries})
+        extras = {"surrogate_success": best_success, "surrogate_queries": queries}
+        return AttackResult(best, zeros, extras=extras)
 
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, *,
                  generator: torch.Generator) -> AttackResult:

@@ -46,7 +46,7 @@ class Model(ABC):
     def __call__(self, x: Inputs) -> torch.Tensor:
         """Scores ``(batch, num_classes)`` for a batch of raw inputs."""
 
-    def to(self, device: str | torch.device) -> "Model":
+    def to(self, device: str | torch.device) -> Model:
         """Move to ``device`` (only records it for models that are not torch; checks CUDA exists)."""
         self.device = _check_device(device)
         return self
@@ -101,7 +101,7 @@ class TorchModel(Model):
             raise ConfigError("TorchModel std must be > 0", fix="pass the dataset's per-channel std")
         self.to(device)
 
-    def to(self, device: str | torch.device) -> "TorchModel":
+    def to(self, device: str | torch.device) -> TorchModel:
         self.device = _check_device(device)
         self.module.to(self.device)
         if self._mean is not None:

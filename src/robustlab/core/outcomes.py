@@ -76,7 +76,7 @@ class Outcomes:
         return self.columns[name]
 
     @classmethod
-    def concat(cls, parts: Iterable["Outcomes"]) -> "Outcomes":
+    def concat(cls, parts: Iterable[Outcomes]) -> Outcomes:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls()
@@ -89,7 +89,7 @@ class Outcomes:
         return pd.DataFrame({k: v for k, v in self.columns.items()})
 
     @classmethod
-    def from_frame(cls, frame) -> "Outcomes":
+    def from_frame(cls, frame) -> Outcomes:
         return cls({k: frame[k].to_numpy() for k in COLUMNS if k in frame.columns})
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -114,7 +114,7 @@ class Outcomes:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Outcomes":
+    def load(cls, path: str | os.PathLike) -> Outcomes:
         import pyarrow.parquet as pq
 
         try:

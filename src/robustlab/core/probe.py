@@ -113,7 +113,7 @@ class Attack(Probe):
                  generator: torch.Generator) -> AttackResult:
         """Adversarial examples for ``(x, y)`` inside ``self.threat``."""
 
-    def at(self, eps: float) -> "Attack":
+    def at(self, eps: float) -> Attack:
         """This attack with threat radius ``eps``."""
         import copy
 

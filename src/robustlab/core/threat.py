@@ -93,7 +93,7 @@ class LpBall(ThreatModel):
         if not self.low < self.high:
             raise ConfigError(f"LpBall needs low < high, got low={self.low}, high={self.high}")
 
-    def with_eps(self, eps: float) -> "LpBall":
+    def with_eps(self, eps: float) -> LpBall:
         """The same ball with another radius."""
         return replace(self, eps=float(eps))
 

@@ -99,7 +99,7 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def subset(self, index: Any) -> "Dataset":
+    def subset(self, index: Any) -> Dataset:
         """The examples at ``index`` (a slice, an index tensor or a boolean mask), ids kept."""
         if isinstance(index, slice):  # via range: torch slicing rejects negative steps
             idx = torch.tensor(range(len(self))[index], dtype=torch.long)
@@ -114,7 +114,7 @@ class Dataset:
         return Dataset(x=x, y=self.y[idx], modality=self.modality, class_names=list(self.class_names),
                        name=self.name, source=self.source, ids=self.ids[idx], attrs=attrs)
 
-    def shards(self, size: int) -> list["Dataset"]:
+    def shards(self, size: int) -> list[Dataset]:
         """Consecutive shards of at most ``size`` examples."""
         if int(size) < 1:
             raise DataError(f"shard size must be >= 1, got {size}", fix="pass a positive shard size")

@@ -149,7 +149,8 @@ class ShapeWorld:
                 raise ConfigError(f"ShapeWorld: {key} list {list(got)} is empty or repeats a name",
                                   fix=f"give distinct names from {list(allowed)}")
         if int(self.size) < 8:
-            raise ConfigError(f"ShapeWorld: size={self.size} is too small", fix="use an image side of at least 8 pixels")
+            raise ConfigError(f"ShapeWorld: size={self.size} is too small",
+                              fix="use an image side of at least 8 pixels")
         lo, hi = self.size_range
         if not 0 < lo <= hi <= 0.5:
             raise ConfigError(f"ShapeWorld: size_range={self.size_range} is invalid",
@@ -331,7 +332,8 @@ class ShapeWorld:
                 t[idx] = p + q - 2 * p * q
             else:  # value noise, two octaves, stretched to the full [0, 1] range per image
                 seed = a["texture_seed"][idx].long()
-                v = 0.65 * value_noise(seed, u, self.noise_cells) + 0.35 * value_noise(seed + 7919, u, 2 * self.noise_cells)
+                v = (0.65 * value_noise(seed, u, self.noise_cells)
+                     + 0.35 * value_noise(seed + 7919, u, 2 * self.noise_cells))
                 lo, hi = v.amin((1, 2), keepdim=True), v.amax((1, 2), keepdim=True)
                 t[idx] = (v - lo) / (hi - lo).clamp_min(1e-6)
         shape = (n, 3, s, s)

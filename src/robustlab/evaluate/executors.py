@@ -28,7 +28,7 @@ class Executor(ABC):
     def close(self) -> None:
         """Release resources (clusters, clients)."""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:

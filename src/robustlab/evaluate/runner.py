@@ -285,7 +285,8 @@ def run_suite(suite: Suite | None, *, out_dir: str | Path | None = None, resume:
             for job, _res in executor.map(fn, todo):
                 finished += 1
                 if bar:
-                    bar.update(task, advance=1, description=f"{job.probe} {setting_label(ctx.probes.get(job.probe), job.setting)}")
+                    label = setting_label(ctx.probes.get(job.probe), job.setting)
+                    bar.update(task, advance=1, description=f"{job.probe} {label}")
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted: {reused + finished} of {len(jobs)} jobs are saved in {run_dir}",
                              fix=f"continue with --resume {run_dir}") from None

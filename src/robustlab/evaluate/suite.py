@@ -54,7 +54,7 @@ class ModelSpec(BaseModel):
     quick: bool = False
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
+    def _one_source(self) -> ModelSpec:
         given = [k for k in ("zoo", "path", "factory") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of 'zoo', 'path' or 'factory' "
@@ -141,7 +141,7 @@ class Suite(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "Suite":
+    def _unique_ids(self) -> Suite:
         seen: set[str] = set()
         for p in self.probes:
             if p.key in seen:
