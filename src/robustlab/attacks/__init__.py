@@ -1,4 +1,4 @@
-"""Attacks = Goal + ThreatModel + Search: FGSM, PGD, APGD (CE / DLR / T), FAB, Square, CW-L2, BPDA, EOT, AutoAttack."""
+"""Attacks = Goal + ThreatModel + Search: FGSM, PGD, APGD, FAB, Square, CW-L2, BPDA, EOT, AutoAttack, transfer."""
 
 from robustlab.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT
 from robustlab.attacks.autoattack import APGDEOT, AutoAttack
@@ -12,6 +12,7 @@ from robustlab.attacks.goals import Goal, Misclassify, Targeted, dlr_loss, margi
 from robustlab.attacks.pgd import PGD, pgd_l2, pgd_linf
 from robustlab.attacks.search import GradientSearch, SearchResult, steepest_direction
 from robustlab.attacks.square import Square
+from robustlab.attacks.transfer import TransferAttack
 
 __all__ = [
     "APGD",
@@ -42,4 +43,5 @@ __all__ = [
     "steepest_direction",
     "straight_through",
     "Targeted",
+    "TransferAttack",
 ]

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "robustlab.attacks.bpda",
     "robustlab.attacks.eot",
     "robustlab.attacks.dta",
+    "robustlab.attacks.transfer",
     "robustlab.defend.train.pgd_at",
     "robustlab.defend.train.trades",
 )
