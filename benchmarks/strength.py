@@ -21,7 +21,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import torch  # noqa: E402
 
-from robustlab.attacks import APGDCE, APGDT, PGD, AutoAttack, BPDA, Square, fab_t  # noqa: E402
+from robustlab.attacks import APGDCE, APGDT, BPDA, PGD, AutoAttack, Square, fab_t  # noqa: E402
 from robustlab.core.rng import torch_generator  # noqa: E402
 from robustlab.data import load_dataset  # noqa: E402
 from robustlab.defend.wrap.masked import QuantizedInput  # noqa: E402
