@@ -154,3 +154,17 @@ def test_extra_checks_extension_point():
 def test_probe_norm(name, norm):
     assert probe_norm(name) == norm
     assert probe_norm(name, {"norm": "L2"}) == "2"
+
+
+def test_query_free_attacks_are_not_flagged_for_zero_queries():
+    from robustlab.core.outcomes import Outcomes
+    from robustlab.evaluate.checks import run_checks
+
+    n = 10
+    frame = Outcomes({"example_id": list(range(n)), "probe": "transfer", "kind": "attack", "setting": "eps=0.1",
+                      "param": 0.1, "status": "broken", "label": 0, "clean_pred": 0, "pred": 1,
+                      "clean_correct": True, "correct": False, "queries": 0}).to_frame()
+    flagged = [c for c in run_checks(frame) if c["check"] == "queries" and c["severity"] == "warning"]
+    assert flagged  # without the declaration, zero queries look like a bug
+    ok = [c for c in run_checks(frame, probe_info={"transfer": {"query_free": True}}) if c["check"] == "queries"]
+    assert ok and all(c["severity"] == "ok" for c in ok)

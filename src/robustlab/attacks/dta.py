@@ -180,6 +180,8 @@ class DTA(Attack):
         x_adv = attack(downstream_model, x, y, generator=torch_generator(0)).x_adv
     """
 
+    query_free = True  # never queries the evaluated model (the runner's query check knows)
+
     needs_gradients = False  # gradients of the encoder only, never of the downstream model
 
     def __init__(self, encoder: TokenEncoder | Sequence[TokenEncoder], eps: float | None = None, steps: int = 20,

@@ -113,6 +113,8 @@ class TransferAttack(Attack):
         res = attack(target, x, y, generator=torch_generator(0))   # target is not queried
     """
 
+    query_free = True  # never queries the evaluated model (the runner's query check knows)
+
     needs_gradients = False
 
     def __init__(self, surrogate: SurrogateSpec, norm: str | float = "inf", eps: float | None = None,

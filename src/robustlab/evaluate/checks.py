@@ -243,6 +243,10 @@ def check_queries(frame, table, info) -> list[Check]:
             out.append(check_result("queries", "info", "no example was attacked (all clean-wrong)", probe))
             continue
         q = tried["queries"].to_numpy()
+        if (info or {}).get(probe, {}).get("query_free"):
+            out.append(check_result("queries", "ok", "a transfer attack: crafted without querying the "
+                                    f"evaluated model (queries {int(q.max(initial=0))})", probe))
+            continue
         if (q < 0).all():
             out.append(check_result("queries", "info", "queries were not recorded", probe))
             continue

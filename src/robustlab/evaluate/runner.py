@@ -307,7 +307,8 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     outcomes.save(run_dir / "outcomes.parquet")
     frame = outcomes.to_frame()
     metrics = compute_metrics(frame)
-    probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None)}
+    probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
+                      "query_free": bool(getattr(p, "query_free", False))}
                   for k, p in ctx.probes.items()}
     checks = run_checks(frame, probe_info=probe_info, extra=_model_checks(ctx, frame))
     suite = ctx.suite
