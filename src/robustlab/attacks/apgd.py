@@ -121,14 +121,6 @@ class APGD(Attack):
         self.default_settings = DEFAULT_SWEEP[norm]
 
     @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
-
-    @property
     def n_iter(self) -> int:
         return self.search.n_iter
 

@@ -78,14 +78,6 @@ class FAB(Attack):
         self.default_settings = DEFAULT_SWEEP[norm]
 
     @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
-
-    @property
     def targeted(self) -> bool:
         return self.search.targeted
 

@@ -53,14 +53,6 @@ class FGSM(Attack):
         self.goal = as_goal(goal)
         self.default_settings = DEFAULT_SWEEP[norm]
 
-    @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
-
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, *,
                  generator: torch.Generator) -> AttackResult:
         """One step of size ``eps`` along the steepest direction; see the class docstring."""

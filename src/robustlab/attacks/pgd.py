@@ -76,14 +76,6 @@ class PGD(Attack):
         self.default_settings = DEFAULT_SWEEP[norm]
 
     @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
-
-    @property
     def steps(self) -> int:
         return self.search.steps
 

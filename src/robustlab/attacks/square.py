@@ -81,14 +81,6 @@ class Square(Attack):
         self.default_settings = DEFAULT_SWEEP[norm]
 
     @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
-
-    @property
     def n_queries(self) -> int:
         return self.search.n_queries
 

@@ -113,6 +113,16 @@ class Attack(Probe):
                  generator: torch.Generator) -> AttackResult:
         """Adversarial examples for ``(x, y)`` inside ``self.threat``."""
 
+    @property
+    def norm(self) -> str:
+        """The threat model's norm (``"inf"``, ``"2"`` or ``"1"``)."""
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        """The threat model's radius in raw input units."""
+        return self.threat.eps
+
     def at(self, eps: float) -> Attack:
         """This attack with threat radius ``eps``."""
         import copy
