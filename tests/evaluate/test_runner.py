@@ -145,3 +145,17 @@ def test_text_suite_through_the_same_runner(tmp_path):
     assert "synthetic" in result.summary["data"]["source"].lower()
     assert list((result.run_dir / "examples").glob("*.json"))
     assert "char_typos" in (result.run_dir / "report.html").read_text()
+
+
+def test_attribute_edits_get_the_shard_attributes(tmp_path):
+    """Probes that need scene attributes (ShapeWorld edits) receive each shard's attrs from the runner."""
+    suite = parse_suite({
+        "name": "edits", "model": {"zoo": "shapeworld-resnet", "quick": True},
+        "data": {"name": "shapeworld", "n": 24}, "shard_size": 12,
+        "probes": [{"name": "edit_size", "severities": [0, 5]}],
+    })
+    result = run_suite(suite, out_dir=tmp_path / "e", progress=False)
+    f = _frame(result.run_dir)
+    sev0 = f[(f.probe == "edit_size") & (f.param == 0)]
+    assert (sev0.pred.to_numpy() == sev0.clean_pred.to_numpy()).all()  # severity 0 is the identity
+    assert len(f[f.probe == "edit_size"]) == 48

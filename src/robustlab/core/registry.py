@@ -21,6 +21,7 @@ KINDS = ("transform", "attack", "certifier", "detector", "slice", "defense")
 BUILTIN_MODULES = (
     "robustlab.transforms.image",
     "robustlab.transforms.text",
+    "robustlab.transforms.attributes",
     "robustlab.attacks.fgsm",
     "robustlab.attacks.pgd",
     "robustlab.attacks.apgd",

@@ -179,8 +179,9 @@ def run_job(suite_dict: dict[str, Any], run_dir: str, device: str, threads: int 
         out = ProbeOutput(scores=clean_scores, attempted=torch.ones(len(y), dtype=torch.bool),
                           queries=torch.ones(len(y), dtype=torch.long), x_probed=shard.x)
     else:
+        extra = {"attrs": shard.attrs} if getattr(probe, "needs_attrs", False) else {}
         out = probe.evaluate(ctx.model, shard.x, y, job.setting, clean_pred=clean_pred,
-                             generator=torch_generator(seed))
+                             generator=torch_generator(seed), **extra)
     seconds = time.perf_counter() - t0
     pred = out.scores.argmax(dim=1)
     correct = (pred == y).numpy()
