@@ -200,7 +200,13 @@ def reproduce(
             console.print(table)
         return
     _setup(threads, "cpu")
-    result = catalog.run(key, quick=quick)
+    if as_json:  # keep stdout for the one JSON object: progress goes to stderr
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            result = catalog.run(key, quick=quick)
+    else:
+        result = catalog.run(key, quick=quick)
     if as_json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
