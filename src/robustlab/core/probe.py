@@ -36,6 +36,10 @@ class ProbeOutput:
     x_probed: Any = None
     distance: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: per-example status override (certifiers: "certified" / "abstained" / "broken" ...)
+    status: list[str] | None = None
+    #: per-example score override (certifiers: the certified margin lower bound); default: the margin
+    score: torch.Tensor | None = None
 
 
 class Probe(ABC):

@@ -190,11 +190,13 @@ def run_job(suite_dict: dict[str, Any], run_dir: str, device: str, threads: int 
     status = np.where(~attempted, "skipped", np.where(correct, "robust", "broken")).astype(object)
     if job.kind == "clean":
         status = np.where(correct, "robust", "broken").astype(object)
+    if out.status is not None:
+        status = np.asarray(out.status, dtype=object)
     outcomes = Outcomes({
         "example_id": shard.ids.numpy(), "probe": job.probe, "kind": job.kind,
         "setting": setting_label(probe, job.setting), "param": np.nan if job.setting is None else job.setting,
         "status": status, "label": y.numpy(), "clean_pred": clean_pred.numpy(), "pred": pred.numpy(),
-        "clean_correct": clean_correct, "correct": correct, "score": _margin(out.scores, y).numpy(),
+        "clean_correct": clean_correct, "correct": correct, "score": (out.score.cpu().numpy() if out.score is not None else _margin(out.scores, y).numpy()),
         "distance": (out.distance.cpu().numpy() if out.distance is not None else np.nan),
         "queries": out.queries.cpu().numpy(), "seconds": seconds / max(1, len(y)), "seed": seed, "job": job.id,
     })
