@@ -45,6 +45,9 @@ def test_run_writes_everything(first_run):
     s = json.loads((d / "summary.json").read_text())
     assert s["jobs"] == {"total": 2 * 5, "reused": 0, "computed": 10}
     assert 0.0 <= s["metrics"]["clean_accuracy"] <= 1.0
+    m = s["metrics"]
+    assert m["clean.worst_class_accuracy"] <= m["clean_accuracy"] <= 1.0  # per-class disparity metrics
+    assert "pgd_linf.class_accuracy_gap[eps=0.05]" in m
     assert s["versions"]["torch"] and s["seed"] == 0
     assert any((d / "examples").iterdir())
     from robustlab.evaluate.store import duckdb_available, leaderboard

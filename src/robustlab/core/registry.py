@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "robustlab.transforms.image",
     "robustlab.transforms.text",
     "robustlab.transforms.attributes",
+    "robustlab.evaluate.slices",
     "robustlab.attacks.fgsm",
     "robustlab.attacks.pgd",
     "robustlab.attacks.apgd",

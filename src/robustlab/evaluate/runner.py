@@ -310,6 +310,7 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     outcomes.save(run_dir / "outcomes.parquet")
     frame = outcomes.to_frame()
     metrics = compute_metrics(frame)
+    metrics.update(_class_metrics(frame))
     probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
                       "query_free": bool(getattr(p, "query_free", False))}
                   for k, p in ctx.probes.items()}
@@ -338,6 +339,21 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     build_report(run_dir)
     _record(summary, run_dir)
     return RunResult(run_dir=run_dir, summary=summary, failures=failures)
+
+
+def _class_metrics(frame: Any) -> dict[str, float]:
+    """Per-class accuracy disparity for clean, transformed and attacked accuracy (Hu et al. 2023)."""
+    from robustlab.evaluate.slices import disparity_table
+
+    out: dict[str, float] = {}
+    for r in disparity_table(frame).itertuples():
+        where = "" if r.kind == "clean" else f"[{r.setting}]"
+        for name in ("worst_class_accuracy", "max_minus_min"):
+            value = float(getattr(r, name))
+            if np.isfinite(value):
+                label = "class_accuracy_gap" if name == "max_minus_min" else name
+                out[f"{r.probe}.{label}{where}"] = value
+    return out
 
 
 def _record(summary: dict[str, Any], run_dir: Path) -> None:
