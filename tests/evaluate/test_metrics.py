@@ -150,3 +150,16 @@ def test_check_fail_under_unknown_metric_lists_close_matches():
     assert "unknown metric" in msg and "did you mean" in msg
     assert "pgd_linf.robust_accuracy[eps=0.1]" in msg.split("fix:")[0]
     assert "clean_accuracy" in err.value.fix  # the fix lists what exists
+
+
+def test_certified_accuracy_counts_only_certified_rows():
+    from robustlab.core.outcomes import Outcomes
+    from robustlab.evaluate.metrics import compute_metrics
+
+    status = ["certified", "certified", "abstained", "skipped"]
+    frame = Outcomes({"example_id": [0, 1, 2, 3], "probe": "crown", "kind": "certifier", "setting": "eps=0.1",
+                      "param": 0.1, "status": status, "label": 0, "clean_pred": [0, 0, 0, 1],
+                      "pred": [0, 0, 0, 1], "clean_correct": [True, True, True, False],
+                      "correct": [True, True, True, False]}).to_frame()
+    m = compute_metrics(frame)
+    assert m["crown.certified_accuracy[eps=0.1]"] == 0.5

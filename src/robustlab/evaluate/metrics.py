@@ -135,7 +135,7 @@ def compute_metrics(outcomes: Any) -> dict[str, float]:
 
     Keys: ``clean_accuracy``, ``n_examples``; per probe and setting ``{probe}.accuracy[{setting}]``
     (and ``{probe}.robust_accuracy[{setting}]``, ``{probe}.attack_success_rate[{setting}]`` for
-    attacks); per probe ``{probe}.mean_accuracy`` and ``{probe}.min_accuracy`` over its settings;
+    attacks; ``{probe}.certified_accuracy[{setting}]`` for certifiers); per probe ``{probe}.mean_accuracy`` and ``{probe}.min_accuracy`` over its settings;
     over all transforms ``corruption.mean_accuracy`` (mean over transforms of their mean accuracy over
     severities, every transform weighted equally), ``corruption.min_accuracy`` and
     ``corruption.relative_robustness`` (mean accuracy / clean accuracy). Undefined (NaN) numbers are
@@ -154,6 +154,10 @@ def compute_metrics(outcomes: Any) -> dict[str, float]:
             if kind == "attack":
                 out[f"{probe}.robust_accuracy[{r.setting}]"] = float(r.robust_accuracy)
                 out[f"{probe}.attack_success_rate[{r.setting}]"] = float(r.attack_success_rate)
+        if kind == "certifier":  # certified accuracy: correct *and* certified at this radius
+            cert = frame[(frame["probe"] == probe) & (frame["kind"] == "certifier")]
+            for setting, g in cert.groupby("setting", sort=False):
+                out[f"{probe}.certified_accuracy[{setting}]"] = float((g["status"] == "certified").mean())
         out[f"{probe}.mean_accuracy"] = float(rows["accuracy"].mean())
         out[f"{probe}.min_accuracy"] = float(rows["accuracy"].min())
         if kind == "transform":
