@@ -20,6 +20,9 @@ KINDS = ("transform", "attack", "certifier", "detector", "slice", "defense")
 #: modules whose import registers the built-in entries
 BUILTIN_MODULES = (
     "robustlab.transforms.image",
+    "robustlab.transforms.image_digital",
+    "robustlab.transforms.image_blur",
+    "robustlab.transforms.image_weather",
     "robustlab.transforms.text",
     "robustlab.transforms.attributes",
     "robustlab.evaluate.slices",
