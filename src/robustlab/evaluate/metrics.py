@@ -135,7 +135,8 @@ def compute_metrics(outcomes: Any) -> dict[str, float]:
 
     Keys: ``clean_accuracy``, ``n_examples``; per probe and setting ``{probe}.accuracy[{setting}]``
     (and ``{probe}.robust_accuracy[{setting}]``, ``{probe}.attack_success_rate[{setting}]`` for
-    attacks; ``{probe}.certified_accuracy[{setting}]`` for certifiers); per probe ``{probe}.mean_accuracy`` and ``{probe}.min_accuracy`` over its settings;
+    attacks; ``{probe}.certified_accuracy[{setting}]`` for certifiers); per probe
+    ``{probe}.mean_accuracy`` and ``{probe}.min_accuracy`` over its settings;
     over all transforms ``corruption.mean_accuracy`` (mean over transforms of their mean accuracy over
     severities, every transform weighted equally), ``corruption.min_accuracy`` and
     ``corruption.relative_robustness`` (mean accuracy / clean accuracy). Undefined (NaN) numbers are

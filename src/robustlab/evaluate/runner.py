@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
-import platform
 import re
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from robustlab.core.outcomes import Outcomes, atomic_write_bytes
 from robustlab.core.probe import Probe, ProbeOutput
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.evaluate.suite import Suite, load_suite, parse_suite
+from robustlab.evaluate.summary import finalize_run
 
 __all__ = ["Job", "plan_jobs", "run_suite", "RunResult", "RunInterrupted", "Context", "build_context",
            "finalize_run"]
@@ -196,7 +195,8 @@ def run_job(suite_dict: dict[str, Any], run_dir: str, device: str, threads: int 
         "example_id": shard.ids.numpy(), "probe": job.probe, "kind": job.kind,
         "setting": setting_label(probe, job.setting), "param": np.nan if job.setting is None else job.setting,
         "status": status, "label": y.numpy(), "clean_pred": clean_pred.numpy(), "pred": pred.numpy(),
-        "clean_correct": clean_correct, "correct": correct, "score": (out.score.cpu().numpy() if out.score is not None else _margin(out.scores, y).numpy()),
+        "clean_correct": clean_correct, "correct": correct,
+        "score": out.score.cpu().numpy() if out.score is not None else _margin(out.scores, y).numpy(),
         "distance": (out.distance.cpu().numpy() if out.distance is not None else np.nan),
         "queries": out.queries.cpu().numpy(), "seconds": seconds / max(1, len(y)), "seed": seed, "job": job.id,
     })
@@ -222,13 +222,6 @@ def _save_examples(run_dir: Path, job: Job, probe: Probe, shard: Any, out: Probe
     else:
         payload = {"x_clean": list(shard.x[:k]), "x_probed": list(out.x_probed[:k]), **meta}
         atomic_write_bytes(run_dir / "examples" / f"{name}.json", json.dumps(payload, indent=1).encode())
-
-
-def _versions() -> dict[str, str]:
-    import robustlab
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-            "robustlab": robustlab.__version__, "platform": platform.platform()}
 
 
 def _remove_stale_temp_files(run_dir: Path) -> None:
@@ -296,120 +289,6 @@ def run_suite(suite: Suite | None, *, out_dir: str | Path | None = None, resume:
     wall = time.perf_counter() - t_start
     run_info = {"total": len(jobs), "reused": reused, "computed": finished}
     return finalize_run(run_dir, ctx, jobs, run_info, wall, executor.describe(), fail_under or {})
-
-
-def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[str, int], wall: float,
-                 executor_info: dict[str, Any], fail_under: dict[str, float]) -> RunResult:
-    """Gather job outcomes into ``outcomes.parquet``, compute metrics and checks, write summary + report."""
-    from robustlab.evaluate.checks import run_checks
-    from robustlab.evaluate.metrics import check_fail_under, compute_metrics
-    from robustlab.report.html import build_report
-
-    parts = [Outcomes.load(run_dir / "jobs" / f"{j.id}.parquet") for j in jobs]
-    outcomes = Outcomes.concat(parts)
-    outcomes.save(run_dir / "outcomes.parquet")
-    frame = outcomes.to_frame()
-    metrics = compute_metrics(frame)
-    metrics.update(_class_metrics(frame))
-    probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
-                      "query_free": bool(getattr(p, "query_free", False))}
-                  for k, p in ctx.probes.items()}
-    checks = run_checks(frame, probe_info=probe_info, extra=_model_checks(ctx, frame))
-    suite = ctx.suite
-    previous = _read_json(run_dir / "summary.json")
-    summary = {
-        "suite": suite.to_dict(),
-        "model": {"name": suite.model.label, "repr": repr(ctx.model),
-                  "info": getattr(ctx.model, "zoo_info", None)},
-        "data": {"name": suite.data.name, "source": ctx.data.source, "n": len(ctx.data),
-                 "class_names": ctx.data.class_names, "modality": ctx.data.modality},
-        "seed": suite.seed, "device": ctx.device, "versions": _versions(),
-        "wall_seconds": round(wall, 3),
-        "wall_seconds_total": round(wall + float(previous.get("wall_seconds_total", 0.0) or 0.0), 3),
-        "jobs": job_counts, "executor": executor_info, "metrics": metrics, "checks": checks,
-        "probe_info": probe_info,
-        "notes": list(suite.notes) + _honesty_notes(ctx),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    gates = {**suite.fail_under, **fail_under}
-    failures = check_fail_under(metrics, [f"{k}={v}" for k, v in gates.items()]) if gates else []
-    summary["fail_under"] = {"gates": gates, "failures": failures}
-    summary["fingerprint"] = suite.fingerprint()
-    atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default).encode())
-    build_report(run_dir)
-    _record(summary, run_dir)
-    return RunResult(run_dir=run_dir, summary=summary, failures=failures)
-
-
-def _class_metrics(frame: Any) -> dict[str, float]:
-    """Per-class accuracy disparity for clean, transformed and attacked accuracy (Hu et al. 2023)."""
-    from robustlab.evaluate.slices import disparity_table
-
-    out: dict[str, float] = {}
-    for r in disparity_table(frame).itertuples():
-        where = "" if r.kind == "clean" else f"[{r.setting}]"
-        for name in ("worst_class_accuracy", "max_minus_min"):
-            value = float(getattr(r, name))
-            if np.isfinite(value):
-                label = "class_accuracy_gap" if name == "max_minus_min" else name
-                out[f"{r.probe}.{label}{where}"] = value
-    return out
-
-
-def _record(summary: dict[str, Any], run_dir: Path) -> None:
-    """Append the run to the DuckDB store; a store problem never fails a finished run."""
-    import warnings
-
-    from robustlab.evaluate.store import append_run
-
-    try:
-        append_run(json.loads(json.dumps(summary, default=_json_default)), run_dir)
-    except Exception as exc:  # e.g. a locked or corrupt store file
-        warnings.warn(f"run not recorded in the store: {exc}", stacklevel=2)
-
-
-def _model_checks(ctx: Context, frame: Any) -> list[dict[str, Any]]:
-    """Model-level gradient-masking checks, run after the jobs (they call a possibly random model)."""
-    from robustlab.evaluate.masking import effort_pairs, more_effort_check, run_model_checks
-
-    sub = ctx.data.subset(slice(0, 256))
-    extra = run_model_checks(ctx.model, sub.x, sub.y,
-                             generator=torch_generator(derive_seed(ctx.suite.seed, "model-checks")))
-    pairs = effort_pairs(ctx.probes)
-    if pairs:
-        extra += more_effort_check(frame, pairs=pairs)
-    return extra
-
-
-def _honesty_notes(ctx: Context) -> list[str]:
-    notes = []
-    if ctx.data.source:
-        notes.append(f"Data: {ctx.data.source}")
-    info = getattr(ctx.model, "zoo_info", None)
-    if info:
-        acc = info.get("test_accuracy")
-        notes.append(f"Model: robustlab zoo '{ctx.suite.model.zoo}' trained on this machine"
-                     + (f" (test accuracy at training time {acc:.4f})" if isinstance(acc, float) else ""))
-    return notes
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if hasattr(o, "__dataclass_fields__"):
-        return asdict(o)
-    return str(o)
 
 
 class _NoBar:
