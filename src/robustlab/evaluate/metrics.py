@@ -37,7 +37,7 @@ KIND_ORDER = ("clean", "transform", "attack", "certifier", "detector", "slice")
 
 TABLE_COLUMNS = ["probe", "kind", "setting", "param", "n", "accuracy", "clean_accuracy", "accuracy_drop",
                  "relative_robustness", "robust_accuracy", "attempted", "broken", "attack_success_rate",
-                 "mean_queries", "median_queries", "mean_distance", "seconds"]
+                 "mean_queries", "median_queries", "mean_distance", "certified_accuracy", "abstained", "seconds"]
 
 
 def as_frame(outcomes: Any):
@@ -100,6 +100,8 @@ def metrics_table(outcomes: Any):
     frame["_ref"] = reference_correct(frame)
     frame["_attempted"] = frame["status"] != "skipped"
     frame["_broken"] = frame["status"] == "broken"
+    frame["_certified"] = frame["status"] == "certified"
+    frame["_abstained"] = frame["status"] == "abstained"
     q = frame["queries"].astype(float)
     frame["_q"] = q.where(frame["_attempted"] & (q >= 0))
     frame["_d"] = frame["distance"].where(frame["_broken"])
@@ -108,6 +110,7 @@ def metrics_table(outcomes: Any):
     t = g.agg(n=("correct", "size"), accuracy=("correct", "mean"), clean_accuracy=("_ref", "mean"),
               attempted=("_attempted", "sum"), broken=("_broken", "sum"), mean_queries=("_q", "mean"),
               median_queries=("_q", "median"), mean_distance=("_d", "mean"),
+              certified_accuracy=("_certified", "mean"), abstained=("_abstained", "mean"),
               seconds=("seconds", "sum")).reset_index()
     t["accuracy"] = t["accuracy"].astype(float)
     t["clean_accuracy"] = t["clean_accuracy"].astype(float)
@@ -120,6 +123,9 @@ def metrics_table(outcomes: Any):
         t[col] = t[col].astype(float).where(is_attack)
     for col in ("mean_queries", "median_queries", "mean_distance"):
         t[col] = t[col].astype(float).where(is_attack)
+    is_cert = t["kind"] == "certifier"
+    for col in ("certified_accuracy", "abstained"):
+        t[col] = t[col].astype(float).where(is_cert)
     order = {k: i for i, k in enumerate(KIND_ORDER)}
     t["_k"] = t["kind"].map(lambda k: order.get(k, len(order)))
     t = t.sort_values(["_k", "probe", "param", "setting"], kind="stable").reset_index(drop=True)
