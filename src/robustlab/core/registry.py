@@ -38,6 +38,8 @@ BUILTIN_MODULES = (
     "robustlab.attacks.eot",
     "robustlab.attacks.dta",
     "robustlab.attacks.transfer",
+    "robustlab.certify.bounds",
+    "robustlab.certify.smoothing",
     "robustlab.defend.train.pgd_at",
     "robustlab.defend.train.trades",
 )
