@@ -168,3 +168,24 @@ def test_query_free_attacks_are_not_flagged_for_zero_queries():
     assert flagged  # without the declaration, zero queries look like a bug
     ok = [c for c in run_checks(frame, probe_info={"transfer": {"query_free": True}}) if c["check"] == "queries"]
     assert ok and all(c["severity"] == "ok" for c in ok)
+
+
+def test_certified_examples_broken_by_an_attack_are_flagged():
+    import pandas as pd
+
+    from robustlab.core.outcomes import Outcomes
+    from robustlab.evaluate.checks import run_checks
+
+    def rows(probe, kind, status):
+        return Outcomes({"example_id": [0, 1], "probe": probe, "kind": kind, "setting": "eps=0.1", "param": 0.1,
+                         "status": status, "label": 0, "clean_pred": 0, "pred": 0, "clean_correct": True,
+                         "correct": True, "queries": 1}).to_frame()
+
+    info = {"crown": {"kind": "certifier", "norm": "inf"}, "pgd": {"kind": "attack", "norm": "inf"}}
+    attacked = rows("pgd", "attack", ["robust", "broken"])
+    good = pd.concat([rows("crown", "certifier", ["certified", "abstained"]), attacked])
+    bad = pd.concat([rows("crown", "certifier", ["certified", "certified"]), attacked])
+    sev = {c["severity"] for c in run_checks(good, probe_info=info) if c["check"] == "certified_vs_attacks"}
+    assert sev == {"ok"}
+    sev = {c["severity"] for c in run_checks(bad, probe_info=info) if c["check"] == "certified_vs_attacks"}
+    assert sev == {"warning"}

@@ -162,3 +162,17 @@ def test_attribute_edits_get_the_shard_attributes(tmp_path):
     sev0 = f[(f.probe == "edit_size") & (f.param == 0)]
     assert (sev0.pred.to_numpy() == sev0.clean_pred.to_numpy()).all()  # severity 0 is the identity
     assert len(f[f.probe == "edit_size"]) == 48
+
+
+def test_certificates_are_cross_checked_against_attacks(tmp_path):
+    """CROWN-certified examples are never broken by PGD in the same L-inf ball; the report says so."""
+    suite = parse_suite({
+        "name": "cert", "model": {"zoo": "digits-mlp", "quick": True}, "data": {"name": "digits", "n": 40},
+        "probes": [{"name": "crown", "eps": [0.01, 0.03]}, {"name": "pgd", "eps": [0.01, 0.03], "steps": 10}],
+    })
+    result = run_suite(suite, out_dir=tmp_path / "c", progress=False)
+    checks = [c for c in result.summary["checks"] if c["check"] == "certified_vs_attacks"]
+    assert checks and all(c["severity"] == "ok" for c in checks)
+    m = result.summary["metrics"]
+    assert m["crown.certified_accuracy[eps=0.03]"] <= m["pgd.robust_accuracy[eps=0.03]"]
+    assert "certified acc." in (result.run_dir / "report.html").read_text()

@@ -293,8 +293,44 @@ def check_consistency(frame, table, info) -> list[Check]:
 
 
 #: the outcome checks run by :func:`run_checks`, in order; append to add one
+def check_certified_not_broken(frame, table, info) -> list[Check]:
+    """No example certified in a threat model may be broken by an attack in the same threat model.
+
+    Applies to certifiers of the evaluated model itself (bound propagation: ``info[probe]["norm"]``
+    set); randomized smoothing certifies a different (smoothed) model and is not cross-checked.
+    """
+    info = info or {}
+    out = []
+    cert = frame[frame["kind"] == "certifier"]
+    atk = frame[(frame["kind"] == "attack") & (frame["status"] == "broken")]
+    for cprobe, crows in cert.groupby("probe", sort=True):
+        norm = (info.get(cprobe) or {}).get("norm")
+        if not norm:
+            continue
+        rivals = [a for a in atk["probe"].unique() if (info.get(a) or {}).get("norm") == norm]
+        certified = crows[crows["status"] == "certified"][["example_id", "param"]].copy()
+        certified["param"] = certified["param"].round(9)
+        clashes = 0
+        for a in rivals:
+            broken = atk[atk["probe"] == a][["example_id", "param"]].copy()
+            broken["param"] = broken["param"].round(9)
+            clashes += len(certified.merge(broken, on=["example_id", "param"]))
+        if not rivals:
+            out.append(check_result("certified_vs_attacks", "info", "no attack in the same threat model to "
+                                    "cross-check the certificates against", cprobe))
+        elif clashes:
+            out.append(check_result("certified_vs_attacks", "warning", f"{clashes} certified examples were "
+                                    f"broken by an attack in the same threat model ({', '.join(rivals)}): the "
+                                    "certificate is unsound (a robustlab bug: please report it)", cprobe))
+        else:
+            out.append(check_result("certified_vs_attacks", "ok", f"{len(certified)} certified (example, eps) "
+                                    f"pairs, none broken by {', '.join(rivals)}", cprobe))
+    return out
+
+
 OUTCOME_CHECKS: list[CheckFn] = [check_clean_accuracy, check_monotone_eps, check_per_example_eps,
-                                 check_large_eps, check_attack_strength, check_queries, check_consistency]
+                                 check_large_eps, check_attack_strength, check_queries, check_consistency,
+                                 check_certified_not_broken]
 
 
 def run_checks(outcomes: Any, probe_info: Mapping[str, Mapping[str, Any]] | None = None,
