@@ -19,6 +19,7 @@ from robustlab.certify.smoothing import (
     clopper_pearson_lower,
     train_noise_augmented,
 )
+from robustlab.certify.tightness import TightnessResult, expected_dln_tightness, tightness
 
 __all__ = [
     "ABSTAIN",
@@ -29,11 +30,14 @@ __all__ = [
     "check_supported",
     "clopper_pearson_lower",
     "CROWNCertifier",
+    "expected_dln_tightness",
     "IBPCertifier",
     "interval_bounds",
     "margin_spec",
     "METHODS",
     "RandomizedSmoothing",
     "Smooth",
+    "tightness",
+    "TightnessResult",
     "train_noise_augmented",
 ]
