@@ -21,7 +21,8 @@ from robustlab.core.errors import ConfigError
 __all__ = ["Suite", "ModelSpec", "DataSpec", "ProbeSpec", "load_suite", "parse_suite", "builtin_suite",
            "BUILTIN_SUITES"]
 
-BUILTIN_SUITES = {"demo": "demo.yaml", "demo-quick": "demo-quick.yaml", "text-demo": "text-demo.yaml"}
+BUILTIN_SUITES = {"demo": "demo.yaml", "demo-quick": "demo-quick.yaml", "text-demo": "text-demo.yaml",
+                  "vision-natural": "vision-natural.yaml"}
 
 
 def _number(v: Any) -> float:
