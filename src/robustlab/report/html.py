@@ -131,7 +131,7 @@ def _headline(table, metrics: dict[str, float], clean: float, checks: list[dict]
     if "corruption.mean_accuracy" in metrics:
         n = table[table["kind"] == "transform"]["probe"].nunique()
         rel = metrics.get("corruption.relative_robustness")
-        cards.append({"label": "mean corruption accuracy", "value": metrics["corruption.mean_accuracy"],
+        cards.append({"label": "mean accuracy under transforms", "value": metrics["corruption.mean_accuracy"],
                       "detail": f"{n} transforms" + (f", {_pct(rel)} of clean" if rel is not None else "")})
     attacks = table[table["kind"] == "attack"]
     for probe, rows in attacks.groupby("probe", sort=True):
