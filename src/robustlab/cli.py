@@ -153,6 +153,36 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
 
 
 @app.command()
+def mce(
+    run_dir: Path = typer.Argument(..., help="the run of the model"),
+    baseline: Path = typer.Option(..., "--baseline", help="the run of the baseline model (same suite)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """mCE and relative mCE of a run's corruptions against a baseline run (Hendrycks & Dietterich 2019)."""
+    from robustlab.core.outcomes import Outcomes
+    from robustlab.evaluate.mce import mce as compute
+
+    frames = []
+    for d in (run_dir, baseline):
+        if not (d / "outcomes.parquet").exists():
+            raise RobustlabError(f"{d} has no outcomes.parquet",
+                                 fix=f"finish the run first: robustlab run --resume {d}")
+        frames.append(Outcomes.load(d / "outcomes.parquet").to_frame())
+    result = compute(*frames)
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    table = Table(title=f"corruption error of {run_dir.name} relative to {baseline.name}")
+    for col in ("corruption", "CE", "relative CE"):
+        table.add_column(col)
+    for c in result["corruptions"]:
+        rel = result["relative_ce"].get(c)
+        table.add_row(c, f"{result['ce'][c]:.3f}", "-" if rel is None else f"{rel:.3f}")
+    console.print(table)
+    console.print(f"mCE {result['mce']:.3f}   relative mCE {result['relative_mce']:.3f}")
+
+
+@app.command()
 def leaderboard(
     metric: str = typer.Option("clean_accuracy", "--metric", help="the metric to rank by (a summary.json key)"),
     suite: str | None = typer.Option(None, "--suite", help="only runs of this suite name"),
