@@ -38,16 +38,16 @@ def blobs(n: int, d: int = 20, classes: int = 3, seed: int = 0) -> tuple[torch.T
 
 
 @functools.cache
-def trained_mlp() -> TorchModel:
-    """A small MLP trained (full batch, 300 Adam steps) on blobs: ~100% clean accuracy."""
+def trained_mlp(classes: int = 3, steps: int = 300) -> TorchModel:
+    """A small MLP trained (full batch, ``steps`` Adam steps) on ``classes``-class blobs: ~100% clean accuracy."""
     torch.manual_seed(0)
-    x, y = blobs(600, seed=1)
-    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 3))
+    x, y = blobs(600, classes=classes, seed=1)
+    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, classes))
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(300):
+    for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
     for p in net.parameters():
         p.grad = None
-    return TorchModel(net, num_classes=3, modality="tabular")
+    return TorchModel(net, num_classes=classes, modality="tabular")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -25,20 +24,9 @@ from robustlab.core.threat import LpBall, lp_norm
 from .conftest import blobs, mlp, trained_mlp
 
 
-@functools.cache
 def trained_mlp5() -> TorchModel:
-    """A small MLP trained on 5-class blobs (APGD-T's targeted DLR needs >= 4 classes)."""
-    torch.manual_seed(0)
-    x, y = blobs(600, classes=5, seed=1)
-    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    for p in net.parameters():
-        p.grad = None
-    return TorchModel(net, num_classes=5, modality="tabular")
+    """The shared blob MLP on 5-class blobs (APGD-T's targeted DLR needs >= 4 classes)."""
+    return trained_mlp(classes=5)
 
 
 def _official_checkpoints(n_iter: int) -> list[int]:

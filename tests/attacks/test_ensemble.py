@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from torch import nn
 
 from robustlab.attacks.apgd import APGDCE, APGDT
 from robustlab.attacks.ensemble import Ensemble, EnsembleState, Member, nominal_iterations
@@ -23,20 +20,9 @@ from .conftest import blobs, trained_mlp
 EPS = 0.1
 
 
-@functools.cache
 def six_class_mlp() -> TorchModel:
-    """A small MLP trained on 6-class blobs (~100% clean accuracy), so APGD-T has 5 targets."""
-    torch.manual_seed(0)
-    x, y = blobs(600, classes=6, seed=1)
-    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 6))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(200):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    for p in net.parameters():
-        p.grad = None
-    return TorchModel(net, num_classes=6, modality="tabular")
+    """The shared blob MLP on 6-class blobs, so APGD-T has 5 targets."""
+    return trained_mlp(classes=6, steps=200)
 
 
 def data(n: int = 40):
