@@ -49,6 +49,11 @@ class ZooEntry:
 _DIGITS = {"seed": 0, "data_seed": 0, "train_n": None, "test_n": None, "schedule": "onecycle",
            "batch_size": 64}
 
+#: the digits CNN recipe shared by the standard and the adversarially trained entries
+_DIGITS_CNN = dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [32, 64, 64], "hidden": 128},
+                   optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1})
+_DIGITS_QUICK = {"epochs": 4, "train_n": 400, "test_n": 200}
+
 ENTRIES: dict[str, ZooEntry] = {
     "digits-mlp": ZooEntry(
         name="digits-mlp", dataset="digits", kind="torch", modality="image",
@@ -62,9 +67,8 @@ ENTRIES: dict[str, ZooEntry] = {
         name="digits-cnn", dataset="digits", kind="torch", modality="image",
         description="3-conv + 2-linear CNN on scikit-learn digits (8x8), SGD, 1-pixel shift augmentation",
         target_accuracy=0.97,
-        full=dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [32, 64, 64], "hidden": 128},
-                  optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1}),
-        quick={"epochs": 4, "train_n": 400, "test_n": 200},
+        full=dict(_DIGITS_CNN),
+        quick=dict(_DIGITS_QUICK),
     ),
     "shapeworld-resnet": ZooEntry(
         name="shapeworld-resnet", dataset="shapeworld", kind="torch", modality="image",
@@ -83,10 +87,9 @@ ENTRIES: dict[str, ZooEntry] = {
         description="digits-cnn with PGD adversarial training (Madry et al. 2018), L∞ eps 0.1, 7 PGD steps "
                     "(alpha 2.5*eps/7), eps ramped up over the first 15 epochs",
         target_accuracy=0.97,
-        full=dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [32, 64, 64], "hidden": 128},
-                  optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1},
+        full=dict(_DIGITS_CNN,
                   adversarial={"method": "pgd", "norm": "inf", "eps": 0.1, "steps": 7, "warmup_epochs": 15}),
-        quick={"epochs": 4, "train_n": 400, "test_n": 200,
+        quick={**_DIGITS_QUICK,
                "adversarial": {"method": "pgd", "norm": "inf", "eps": 0.1, "steps": 3, "warmup_epochs": 1}},
     ),
     "digits-cnn-trades": ZooEntry(
@@ -94,11 +97,10 @@ ENTRIES: dict[str, ZooEntry] = {
         description="digits-cnn with TRADES (Zhang et al. 2019), beta 6, L∞ eps 0.1, 7 KL-ascent steps "
                     "(alpha 0.226*eps, the official ratio), eps ramped up over the first 15 epochs",
         target_accuracy=0.97,
-        full=dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [32, 64, 64], "hidden": 128},
-                  optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1},
+        full=dict(_DIGITS_CNN,
                   adversarial={"method": "trades", "norm": "inf", "eps": 0.1, "beta": 6.0, "steps": 7,
                                "warmup_epochs": 15}),
-        quick={"epochs": 4, "train_n": 400, "test_n": 200,
+        quick={**_DIGITS_QUICK,
                "adversarial": {"method": "trades", "norm": "inf", "eps": 0.1, "beta": 6.0, "steps": 3,
                                "warmup_epochs": 1}},
     ),
