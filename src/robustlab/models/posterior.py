@@ -33,7 +33,7 @@ from robustlab.core.errors import ConfigError, DataError
 from robustlab.core.model import TorchModel
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.data.base import Dataset
-from robustlab.models.training import Augment
+from robustlab.models.training import Augment, init_parameters
 
 __all__ = [
     "SWAG", "CSGLDConfig", "LGVConfig", "Posterior", "SWAGConfig", "cyclical_lr", "fit_swag", "sample_csgld",
@@ -323,14 +323,7 @@ def _run(model: nn.Module | TorchModel, train: Dataset, method: str, config: Any
     module, dev = _module(model), torch.device(device)
     (model if isinstance(model, TorchModel) else module).to(dev)
     if init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
-            for m in module.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-            for m in module.modules():
-                if callable(getattr(m, "_init_weights", None)):
-                    m._init_weights()
+        init_parameters(module, seed)
     fwd: Callable[[torch.Tensor], torch.Tensor] = model if isinstance(model, TorchModel) else module
     csgld = method == "csgld"
     epochs = config.epochs

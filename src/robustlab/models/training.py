@@ -23,9 +23,8 @@ from robustlab.core.model import TorchModel
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.data.base import Dataset
 
-__all__ = [
-    "Augment", "evaluate_accuracy", "gaussian_noise", "make_augment", "random_shift_flip", "train_classifier",
-]
+__all__ = ["Augment", "evaluate_accuracy", "gaussian_noise", "init_parameters", "make_augment", "random_shift_flip",
+           "train_classifier"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A batched augmentation ``(x (B, C, H, W), generator) -> x`` on raw inputs."""
@@ -220,12 +219,7 @@ def train_classifier(
     else:
         module.to(dev)
     if init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
-            for m in module.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-            _reinit_hook(module)
+        init_parameters(module, seed)
     opt = _make_optimizer(module.parameters(), optimizer, lr, weight_decay)
     shuffle = torch_generator(derive_seed(seed, "shuffle"))
     aug_gen = torch_generator(derive_seed(seed, "augment"), dev)
@@ -280,6 +274,19 @@ def train_classifier(
         module.eval()
         history["seconds"] = time.perf_counter() - start
     return history
+
+
+def init_parameters(module: nn.Module, seed: int) -> None:
+    """Re-initialize every parameter from ``seed`` (``reset_parameters``, then any ``_init_weights``).
+
+    Runs under ``torch.random.fork_rng``, so the global RNG is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        _reinit_hook(module)
 
 
 def _reinit_hook(module: nn.Module) -> None:

@@ -36,8 +36,8 @@ from robustlab.models.training import (
     _lr_factor,
     _make_optimizer,
     _progress_bar,
-    _reinit_hook,
     evaluate_accuracy,
+    init_parameters,
 )
 
 __all__ = ["AdversarialTraining", "BatchLoss", "adversarial_train", "as_torch_model", "robust_accuracy",
@@ -193,12 +193,7 @@ class AdversarialTraining(Defense):
         dev = tm.device
         module = tm.module
         if self.init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.seed, "init"))
-                for m in module.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-                _reinit_hook(module)
+            init_parameters(module, self.seed)
         opt = _make_optimizer(module.parameters(), self.optimizer, self.lr, self.weight_decay)
         shuffle = torch_generator(derive_seed(self.seed, "shuffle"))
         aug_gen = torch_generator(derive_seed(self.seed, "augment"), dev)
