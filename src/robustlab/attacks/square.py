@@ -13,8 +13,9 @@ import torch
 
 from robustlab.attacks._common import DEFAULT_SWEEP, fmt_eps, resolve_eps
 from robustlab.attacks.goals import Goal, Misclassify, Targeted
+from robustlab.attacks.search.gradient import run_attack
 from robustlab.attacks.search.square import SquareSearch
-from robustlab.core.errors import ConfigError, ProbeError
+from robustlab.core.errors import ConfigError
 from robustlab.core.model import Model
 from robustlab.core.probe import Attack, AttackResult
 from robustlab.core.registry import register
@@ -87,25 +88,8 @@ class Square(Attack):
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, *,
                  generator: torch.Generator) -> AttackResult:
         """Adversarial ``x_adv`` (like ``x``) and per-example ``queries`` (B,); see the class docstring."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ProbeError(f"Square needs a floating-point tensor of inputs, got {type(x).__name__}",
-                             fix="pass raw inputs as a float tensor (e.g. images in [0, 1])")
-        if x.shape[0] != y.shape[0]:
-            raise ProbeError(f"Square got {x.shape[0]} inputs but {y.shape[0]} labels", fix="pass one label per input")
-        out_dev, n = x.device, x.shape[0]
-        if self.eps == 0 or n == 0:
-            return AttackResult(x.detach().clone(), torch.zeros(n, dtype=torch.long, device=out_dev),
-                                extras={"success": torch.zeros(n, dtype=torch.bool, device=out_dev)})
-        dev = model.device
-        xd, yd = x.detach().to(dev), y.detach().to(dev).long()
-        num_classes = model.num_classes
-        if self.goal.targeted and num_classes is None:
-            with torch.no_grad():
-                num_classes = int(model(xd[:1]).shape[1])
-        labels = self.goal.labels(yd, num_classes=num_classes, generator=generator)
-        res = self.search.run(model, self.goal, self.threat, xd, labels, generator=generator)
-        return AttackResult(res.x_adv.to(out_dev), res.queries.to(out_dev),
-                            extras={"success": res.success.to(out_dev), "loss": res.loss.to(out_dev)})
+        return run_attack(model, x, y, goal=self.goal, threat=self.threat, search=self.search,
+                          generator=generator, name="Square", gradients=False)
 
     def __repr__(self) -> str:
         s = self.search

@@ -202,16 +202,18 @@ class GradientSearch:
 
 
 def run_attack(model: Model, x: torch.Tensor, y: torch.Tensor, *, goal: Goal, threat: LpBall,
-               search: Search, generator: torch.Generator, name: str = "attack") -> AttackResult:
-    """Shared body of the gradient attacks: checks, device moves, labels, search, result.
+               search: Search, generator: torch.Generator, name: str = "attack",
+               gradients: bool = True) -> AttackResult:
+    """Shared body of the attacks: checks, device moves, labels, search, result.
 
     ``search`` is any object with :class:`GradientSearch`'s ``run`` (e.g. ``APGDSearch``); tensor
     fields its result adds to :class:`SearchResult` are passed on in ``extras``.
 
     ``x`` (B, ...) raw inputs and ``y`` (B,) true labels; results come back on ``x``'s device.
-    ``eps == 0`` returns ``x`` unchanged with zero queries.
+    ``eps == 0`` returns ``x`` unchanged with zero queries. ``gradients=False`` for score-based
+    searches (Square), which work on models without input gradients.
     """
-    model.require(gradients=True, probe=name)
+    model.require(gradients=gradients, probe=name)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ProbeError(f"{name} needs a floating-point tensor of inputs, got {type(x).__name__}",
                          fix="pass raw inputs as a float tensor (e.g. images in [0, 1])")
