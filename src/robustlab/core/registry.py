@@ -42,6 +42,14 @@ BUILTIN_MODULES = (
     "robustlab.certify.smoothing",
     "robustlab.defend.train.pgd_at",
     "robustlab.defend.train.trades",
+    "robustlab.defend.train.certified",
+    "robustlab.defend.train.noise",
+    "robustlab.certify.great",
+    "robustlab.certify.conformal",
+    "robustlab.certify.prototypes",
+    "robustlab.certify.nap",
+    "robustlab.transforms.styles",
+    "robustlab.transforms.simplicity",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
