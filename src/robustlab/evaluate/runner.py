@@ -8,6 +8,7 @@ name (``derive_seed(suite.seed, probe, setting, shard)``), so every executor giv
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -93,7 +94,7 @@ def build_probes(suite: Suite) -> dict[str, Probe]:
 
 def build_context(suite: Suite, device: str = "cpu", progress: bool = False) -> Context:
     """Load (or reuse, per process) the model, data and probes of ``suite``."""
-    key = (suite.fingerprint(), device)
+    key = (suite.to_yaml(), device)  # the whole suite: notes, slices, ... live on ctx.suite too
     if key in _CONTEXTS:
         return _CONTEXTS[key]
     from robustlab.data import load_dataset
@@ -132,6 +133,27 @@ def check_context(ctx: Context) -> None:
             probe.check_model(model)
         except ModelError as exc:
             raise type(exc)(f"probe {key!r}: {exc.message}", fix=exc.fix) from None
+    check_slices(ctx)
+
+
+def check_slices(ctx: Context) -> None:
+    """Suite slices must name attributes the data has and functions that import: checked before any work."""
+    from robustlab.evaluate.slices import attrs_frame, build_slices
+
+    specs = ctx.suite.slices
+    if not specs:
+        return
+    build_slices(specs)  # imports every slice function now
+    have = set(attrs_frame(ctx.data).columns) - {"example_id"}
+    for spec in specs:
+        if spec.attribute is not None and spec.attribute not in have:
+            close = difflib.get_close_matches(spec.attribute, sorted(have), n=1)
+            raise ConfigError(f"slice {spec.key!r}: data {ctx.suite.data.name!r} has no attribute {spec.attribute!r}",
+                              fix=(f"did you mean {close[0]!r}? " if close else "")
+                              + f"attributes of this data: {', '.join(sorted(have)) or '(none)'}")
+        if spec.label is not None and not 0 <= spec.label < ctx.data.num_classes:
+            raise ConfigError(f"slice {spec.key!r}: class {spec.label} is not one of the data's "
+                              f"{ctx.data.num_classes} classes", fix=f"use 0..{ctx.data.num_classes - 1}")
 
 
 def plan_jobs(suite: Suite, probes: dict[str, Probe], n_examples: int) -> list[Job]:

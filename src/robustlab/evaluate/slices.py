@@ -27,6 +27,7 @@ __all__ = [
     "FunctionSlice",
     "Slice",
     "attrs_frame",
+    "build_slices",
     "class_disparity",
     "disparity_table",
     "per_class_accuracy",
@@ -119,6 +120,55 @@ class FunctionSlice(Slice):
 
     def mask(self, frame) -> np.ndarray:
         return _checked(np.asarray(self.fn(frame), dtype=bool), len(frame), self.name)
+
+
+class _Range:
+    """``lo <= s <= hi`` (either end open), as a named vectorised predicate."""
+
+    def __init__(self, lo: float | None, hi: float | None) -> None:
+        self.lo, self.hi = lo, hi
+        self.__name__ = f"[{'' if lo is None else f'{lo:g}'}, {'' if hi is None else f'{hi:g}'}]"
+
+    def __call__(self, s: Any) -> np.ndarray:
+        v = np.asarray(s, dtype=float)
+        out = np.ones(v.shape, dtype=bool)
+        if self.lo is not None:
+            out &= v >= self.lo
+        if self.hi is not None:
+            out &= v <= self.hi
+        return out
+
+
+def _import_function(path: str) -> Callable[[Any], Any]:
+    import importlib
+
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"slice function {path!r} cannot be imported: {exc}",
+                          fix="give 'package.module:function' of an importable module (on PYTHONPATH)") from None
+    if not callable(fn):
+        raise ConfigError(f"slice function {path!r} is not callable", fix="point at a function frame -> bool array")
+    return fn
+
+
+def build_slices(specs: Iterable[Any]) -> list[Slice]:
+    """:class:`Slice` objects from suite ``slices:`` entries (:class:`robustlab.evaluate.suite.SliceSpec`)."""
+    out: list[Slice] = []
+    for spec in specs:
+        name = spec.key
+        if spec.label is not None:
+            out.append(ClassSlice(int(spec.label), name=name))
+        elif spec.function is not None:
+            out.append(FunctionSlice(name, _import_function(spec.function)))
+        elif spec.values is not None:
+            out.append(AttributeSlice(spec.attribute, value=tuple(spec.values), name=name))
+        elif spec.value is not None:
+            out.append(AttributeSlice(spec.attribute, value=spec.value, name=name))
+        else:
+            out.append(AttributeSlice(spec.attribute, predicate=_Range(spec.min, spec.max), name=name))
+    return out
 
 
 def _checked(mask: np.ndarray, n: int, name: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robustlab.core.errors import ConfigError
 
-__all__ = ["Suite", "ModelSpec", "DataSpec", "ProbeSpec", "load_suite", "parse_suite", "builtin_suite",
+__all__ = ["Suite", "ModelSpec", "DataSpec", "ProbeSpec", "SliceSpec", "load_suite", "parse_suite", "builtin_suite",
            "BUILTIN_SUITES"]
 
 BUILTIN_SUITES = {"demo": "demo.yaml", "demo-quick": "demo-quick.yaml", "text-demo": "text-demo.yaml",
@@ -125,6 +125,59 @@ class ProbeSpec(BaseModel):
         return self.id or self.name
 
 
+class SliceSpec(BaseModel):
+    """A named subset of the examples, evaluated for every probe: by class, by a dataset attribute (any
+    column of ``Dataset.attrs``: ShapeWorld's ``background_name``, ``size``, ...; a CSV / JSONL loader's
+    extra columns) matched by value, by a list of values or by a [min, max] range, or by a user function
+    ``'package.module:function'`` taking the outcomes frame (joined with the attributes) and returning
+    one boolean per row."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str | None = None
+    label: int | None = Field(default=None, alias="class", description="a class index")
+    attribute: str | None = None
+    value: Any = None
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    function: str | None = Field(default=None, description="'package.module:function'")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> SliceSpec:
+        given = [k for k in ("label", "attribute", "function") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a slice needs exactly one of 'class', 'attribute' or 'function'"
+                             + (f" (got {', '.join('class' if g == 'label' else g for g in given)})" if given else ""))
+        matchers = [k for k in ("value", "values") if getattr(self, k) is not None]
+        ranged = self.min is not None or self.max is not None
+        if self.attribute is not None:
+            if len(matchers) + ranged != 1:
+                raise ValueError(f"slice on attribute {self.attribute!r} needs exactly one of 'value', 'values' "
+                                 "or a range ('min' and/or 'max')")
+        elif matchers or ranged:
+            raise ValueError("'value', 'values', 'min' and 'max' go with 'attribute' only")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError(f"function {self.function!r} must look like 'package.module:function'")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The slice's name: given, or derived from its selector."""
+        if self.name:
+            return self.name
+        if self.label is not None:
+            return f"class={self.label}"
+        if self.function is not None:
+            return self.function.rsplit(":", 1)[1]
+        if self.value is not None:
+            return f"{self.attribute}={self.value}"
+        if self.values is not None:
+            return f"{self.attribute} in {self.values}"
+        lo = "" if self.min is None else f"{self.min:g}<="
+        hi = "" if self.max is None else f"<={self.max:g}"
+        return f"{lo}{self.attribute}{hi}"
+
+
 class Suite(BaseModel):
     """A robustness suite: model × data × probes, with the seed and how to cut the work."""
 
@@ -140,6 +193,8 @@ class Suite(BaseModel):
     examples: int = Field(default=6, ge=0, description="examples per probe setting kept for the report")
     fail_under: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    slices: list[SliceSpec] = Field(default_factory=list,
+                                    description="named subsets of the examples, evaluated for every probe")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Suite:
@@ -148,15 +203,23 @@ class Suite(BaseModel):
             if p.key in seen:
                 raise ValueError(f"two probes are called {p.key!r}; give each an 'id'")
             seen.add(p.key)
+        names = [s.key for s in self.slices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"slice names repeat: {names}; give each slice a distinct 'name'")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        d = self.model_dump(mode="json", exclude_none=True, by_alias=True)
+        if not d.get("slices"):
+            d.pop("slices", None)
+        return d
 
     def fingerprint(self) -> str:
-        """A hash of everything that changes outcomes (used to refuse resuming a different suite)."""
+        """A hash of everything that changes outcomes (used to refuse resuming a different suite).
+
+        Slices only regroup finished outcomes, so adding one to a resumed run recomputes nothing."""
         d = self.to_dict()
-        for k in ("description", "fail_under", "notes", "examples"):
+        for k in ("description", "fail_under", "notes", "examples", "slices"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -171,8 +234,8 @@ def _explain(exc: ValidationError, where: str) -> ConfigError:
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
-            parent = {"model": ModelSpec, "data": DataSpec}.get(str(err["loc"][0]) if len(err["loc"]) > 1 else "",
-                                                                 Suite)
+            section = str(err["loc"][0]) if len(err["loc"]) > 1 else ""
+            parent = {"model": ModelSpec, "data": DataSpec, "slices": SliceSpec}.get(section, Suite)
             close = difflib.get_close_matches(field, list(parent.model_fields), n=1)
             lines.append(f"unknown field '{loc}'")
             fixes.append(f"did you mean '{close[0]}'?" if close else

@@ -39,6 +39,8 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     frame = outcomes.to_frame()
     metrics = compute_metrics(frame)
     metrics.update(_class_metrics(frame))
+    slice_rows = _slice_rows(ctx, frame, run_dir)
+    metrics.update(_slice_metrics(slice_rows))
     probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
                       "query_free": bool(getattr(p, "query_free", False))}
                   for k, p in ctx.probes.items()}
@@ -56,6 +58,7 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
         "wall_seconds_total": round(wall + float(previous.get("wall_seconds_total", 0.0) or 0.0), 3),
         "jobs": job_counts, "executor": executor_info, "metrics": metrics, "checks": checks,
         "probe_info": probe_info,
+        "slices": slice_rows,
         "notes": list(suite.notes) + _honesty_notes(ctx),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -83,6 +86,31 @@ def _class_metrics(frame: Any) -> dict[str, float]:
             if np.isfinite(value):
                 label = "class_accuracy_gap" if name == "max_minus_min" else name
                 out[f"{r.probe}.{label}{where}"] = value
+    return out
+
+
+def _slice_rows(ctx: Context, frame: Any, run_dir: Path) -> list[dict[str, Any]]:
+    """Accuracy of every probe setting on every suite slice (also written to ``slices.parquet``)."""
+    from robustlab.evaluate.slices import attrs_frame, build_slices, slice_metrics
+
+    if not ctx.suite.slices:
+        return []
+    table = slice_metrics(frame, build_slices(ctx.suite.slices), attrs_frame(ctx.data))
+    atomic_write_bytes(run_dir / "slices.parquet", table.to_parquet(index=False))
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+            for r in table.to_dict("records")]
+
+
+def _slice_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``slice[{name}].clean_accuracy`` and ``slice[{name}].{probe}.accuracy[{setting}]`` (for --fail-under)."""
+    out: dict[str, float] = {}
+    for r in rows:
+        if r["accuracy"] is None:
+            continue
+        if r["kind"] == "clean":
+            out[f"slice[{r['slice']}].clean_accuracy"] = float(r["accuracy"])
+        else:
+            out[f"slice[{r['slice']}].{r['probe']}.accuracy[{r['setting']}]"] = float(r["accuracy"])
     return out
 
 

@@ -28,7 +28,7 @@ from robustlab.report import plots
 __all__ = ["SECTIONS", "build_report", "render_report", "report_context"]
 
 #: stable section ids, in page order
-SECTIONS = ("header", "summary", "corruptions", "attacks", "examples", "checks", "provenance")
+SECTIONS = ("header", "summary", "corruptions", "attacks", "slices", "examples", "checks", "provenance")
 _URL = re.compile(r"(?i)\b(https?|ftps?|wss?)://")
 _NUM = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
@@ -114,6 +114,10 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
         "attack_plot": plots.security_curve_plot(table, clean, info),
         "attack_rows": _records(table[table["kind"] == "attack"]),
         "other_rows": _records(table[~table["kind"].isin(["clean", "transform", "attack"])]),
+        "certified_plot": plots.certified_plot(table, info),
+        "certified_gap": _certified_gap(table, info),
+        "slice_table": _slice_table(summary, run_dir),
+        "disparity_rows": _disparity_rows(frame, class_names),
         "examples": _examples(run_dir / "examples", class_names, max_example_sets),
         "checks": checks,
         "check_counts": {s: sum(c.get("severity") == s for c in checks) for s in SEVERITIES},
@@ -158,6 +162,68 @@ def _pivot(table) -> dict[str, Any] | None:
         body.append({"probe": probe, "cells": [(acc.get(s), drop.get(s)) for s in settings],
                      "mean": float(r["accuracy"].mean()), "n": int(r["n"].max())})
     return {"settings": settings, "rows": body}
+
+
+def _certified_gap(table, info: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """Per certifier and radius: certified accuracy, the lowest attacked accuracy in the same threat model
+    (same norm, same eps) and the gap between them (what neither side has settled)."""
+    from robustlab.evaluate.checks import probe_norm
+
+    certs = table[table["kind"] == "certifier"]
+    attacks = table[table["kind"] == "attack"].copy()
+    attacks["_norm"] = [probe_norm(p, info.get(p)) for p in attacks["probe"]]
+    rows = []
+    for r in certs.itertuples():
+        norm = probe_norm(r.probe, info.get(r.probe))
+        same = attacks[(attacks["_norm"] == norm) & np.isclose(attacks["param"].astype(float), float(r.param))]
+        best = same.loc[same["accuracy"].idxmin()] if not same.empty else None
+        cert = None if math.isnan(r.certified_accuracy) else float(r.certified_accuracy)
+        attacked = None if best is None else float(best["accuracy"])
+        rows.append({"probe": r.probe, "setting": r.setting, "certified": cert, "attacked": attacked,
+                     "attack": None if best is None else str(best["probe"]),
+                     "gap": None if cert is None or attacked is None else attacked - cert})
+    return rows
+
+
+def _slice_table(summary: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """Probe settings x suite slices accuracy grid (from ``summary["slices"]`` or ``slices.parquet``)."""
+    rows = summary.get("slices")
+    if not rows and (run_dir / "slices.parquet").exists():
+        import pandas as pd
+
+        rows = pd.read_parquet(run_dir / "slices.parquet").to_dict("records")
+    if not rows:
+        return None
+    names = list(dict.fromkeys(r["slice"] for r in rows))
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    sizes: dict[str, int] = {}
+    for r in rows:
+        label = (r["probe"], "" if r["kind"] == "clean" else str(r["setting"]))
+        acc = r.get("accuracy")
+        groups.setdefault(label, {})[r["slice"]] = None if acc is None or not math.isfinite(float(acc)) else acc
+        if r["kind"] == "clean":
+            sizes[r["slice"]] = int(r["n"])
+    body = [{"probe": p, "setting": s, "cells": [cells.get(n) for n in names]} for (p, s), cells in groups.items()]
+    return {"slices": names, "sizes": [sizes.get(n) for n in names], "rows": body}
+
+
+def _disparity_rows(frame, class_names: list[str]) -> list[dict]:
+    """Class-wise accuracy disparity per probe setting (Hu et al. 2023): worst class, max - min, std."""
+    from pandas import isna as pd_isna
+
+    from robustlab.evaluate.slices import disparity_table
+
+    table = disparity_table(frame)
+    out = []
+    for r in table.itertuples():
+        if r.n_classes < 2:
+            continue
+        out.append({"probe": r.probe, "kind": r.kind, "setting": "" if r.kind == "clean" else r.setting,
+                    "worst_class": "–" if r.worst_class is None or pd_isna(r.worst_class)
+                    else _cls(r.worst_class, class_names),
+                    "worst_class_accuracy": r.worst_class_accuracy, "max_minus_min": r.max_minus_min,
+                    "std": r.std})
+    return out
 
 
 def _records(frame) -> list[dict]:

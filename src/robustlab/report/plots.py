@@ -132,6 +132,43 @@ def security_curve_plot(table, clean_accuracy: float | None = None,
     return fig_to_data_uri(fig)
 
 
+def certified_plot(table, probe_info: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
+    """Certified accuracy against the radius per certifier (solid), beside the robust accuracy of the
+    attacks in the same norm (dashed): the true robust accuracy lies between the two curves.
+
+    Returns:
+        a PNG data URI, or None when the table has no certifier rows.
+    """
+    from robustlab.evaluate.checks import probe_norm
+
+    certs = table[table["kind"] == "certifier"]
+    if certs.empty:
+        return None
+    info = probe_info or {}
+    attacks = table[table["kind"] == "attack"]
+    cprobes = sorted(certs["probe"].unique())
+    norms = {p: probe_norm(p, info.get(p)) for p in cprobes}
+    groups = sorted(set(norms.values()), key=lambda n: (n is None, str(n)))
+    aprobes = sorted(p for p in attacks["probe"].unique() if probe_norm(p, info.get(p)) in groups)
+    colors = dict(zip(cprobes + aprobes, _colors(len(cprobes) + len(aprobes))))
+    fig = new_figure(min(4.2 * len(groups) + 1.8, 12.0), 3.8)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, norm in zip(axes, groups):
+        for i, probe in enumerate(p for p in cprobes if norms[p] == norm):
+            r = certs[certs["probe"] == probe].sort_values("param")
+            ax.plot(r["param"].to_numpy(float), r["certified_accuracy"].to_numpy(float), drawstyle="steps-post",
+                    marker=_MARKERS[i % len(_MARKERS)], markersize=4, linewidth=1.8, color=colors[probe],
+                    label=f"{probe} (certified)")
+        for probe in (p for p in aprobes if probe_norm(p, info.get(p)) == norm):
+            r = attacks[attacks["probe"] == probe].sort_values("param")
+            ax.plot(r["param"].to_numpy(float), r["accuracy"].to_numpy(float), linestyle="--", marker=".",
+                    linewidth=1.2, color=colors[probe], label=f"{probe} (attacked)")
+        _style(ax, "accuracy", f"radius ({_NORM_LABEL.get(norm, 'L' + str(norm))})")
+        ax.set_xlim(left=0)
+        ax.legend(loc="upper right", frameon=False, fontsize=7)
+    return fig_to_data_uri(fig)
+
+
 def _to_rgb(x: np.ndarray) -> np.ndarray:
     """(C, H, W) in [0, 1] -> (H, W, 3) RGB: grey repeated for 1 channel, channel mean for 2."""
     x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
