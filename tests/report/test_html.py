@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from robustlab.core.errors import RunError
@@ -104,3 +105,22 @@ def test_missing_run_dir_raises(tmp_path):
     with pytest.raises(RunError) as err:
         build_report(tmp_path / "empty")
     assert err.value.fix
+
+
+def test_certificates_section_shows_the_gap_to_the_strongest_attack(tmp_path, make_run):
+    run = make_run(tmp_path, text=False)
+    frame = Outcomes.load(run / "outcomes.parquet").to_frame()
+    atk = frame[(frame.probe == "pgd_linf") & (frame.param == 0.03)]
+    cert = atk.copy()
+    cert["probe"], cert["kind"], cert["job"] = "ibp", "certifier", "ibp-eps=0.03"
+    # certify the first 10 robust examples: certified accuracy 10/24 below the attack's robust accuracy
+    order = np.cumsum(cert["correct"].to_numpy())
+    cert["status"] = np.where(cert["correct"] & (order <= 10), "certified", np.where(cert["correct"], "robust",
+                                                                                        "broken"))
+    Outcomes.from_frame(pd.concat([frame, cert], ignore_index=True)).save(run / "outcomes.parquet")
+    html = build_report(run).read_text()
+    assert "<h2>Certificates</h2>" in html and "strongest attack" in html
+    robust = atk["correct"].mean()
+    gap = robust - 10 / 24
+    assert f"{100 * 10 / 24:.1f}%" in html and f"{100 * gap:.1f}%" in html
+    assert html.count("data:image/png;base64,") >= 5  # + the certified-vs-attacked plot
