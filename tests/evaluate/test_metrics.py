@@ -13,6 +13,7 @@ from robustlab.evaluate.metrics import (
     compute_metrics,
     metrics_table,
     parse_fail_under,
+    transform_group,
 )
 
 N = 10
@@ -163,3 +164,16 @@ def test_certified_accuracy_counts_only_certified_rows():
                       "correct": [True, True, True, False]}).to_frame()
     m = compute_metrics(frame)
     assert m["crown.certified_accuracy[eps=0.1]"] == 0.5
+
+
+def test_transform_families_are_summarised_apart():
+    clean = part("clean", "clean", "none", np.nan, IDS < 10)
+    parts = [clean, part("gauss", "transform", "severity=1", 1.0, IDS < 6),
+             part("bg", "transform", "severity=1", 1.0, IDS < 2),
+             part("edit_size", "transform", "severity=1", 1.0, IDS < 4)]
+    m = compute_metrics(Outcomes.concat(parts), groups={"bg": "attribute"})
+    assert m["corruption.mean_accuracy"] == pytest.approx(0.6)  # only gauss: edits do not dilute it
+    assert m["attribute.mean_accuracy"] == pytest.approx((0.2 + 0.4) / 2)  # "bg" by its group, edit_* by name
+    assert m["attribute.min_accuracy"] == pytest.approx(0.2)
+    assert "style.mean_accuracy" not in m
+    assert transform_group("style_sketch") == "style" and transform_group("fog") == "corruption"

@@ -75,6 +75,8 @@ class Transform(Probe):
     kind = "transform"
     setting_name = "severity"
     default_settings = (1, 2, 3, 4, 5)
+    #: which family the report and the summary metrics put it in: "corruption", "attribute" or "style"
+    group = "corruption"
 
     @abstractmethod
     def __call__(self, x: Any, *, severity: float, generator: torch.Generator) -> Any:

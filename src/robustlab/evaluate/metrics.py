@@ -136,17 +136,32 @@ def _finite(v: Any) -> bool:
     return v is not None and isinstance(v, (int, float, np.number)) and math.isfinite(float(v))
 
 
-def compute_metrics(outcomes: Any) -> dict[str, float]:
+#: transform families summarised separately (``Transform.group``); names give the family when unknown
+TRANSFORM_GROUPS = ("corruption", "attribute", "style")
+
+
+def transform_group(probe: str, groups: Mapping[str, Any] | None = None) -> str:
+    """The family of a transform probe: its recorded ``group``, else guessed from the name
+    (``edit_*`` attribute edits, ``style_*`` natural shifts, anything else a corruption)."""
+    g = (groups or {}).get(probe)
+    if g in TRANSFORM_GROUPS:
+        return str(g)
+    return "attribute" if probe.startswith("edit_") else "style" if probe.startswith("style_") else "corruption"
+
+
+def compute_metrics(outcomes: Any, groups: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Flat, named numbers for summaries and ``--fail-under`` (fractions in [0, 1]).
 
     Keys: ``clean_accuracy``, ``n_examples``; per probe and setting ``{probe}.accuracy[{setting}]``
     (and ``{probe}.robust_accuracy[{setting}]``, ``{probe}.attack_success_rate[{setting}]`` for
     attacks; ``{probe}.certified_accuracy[{setting}]`` for certifiers); per probe
     ``{probe}.mean_accuracy`` and ``{probe}.min_accuracy`` over its settings;
-    over all transforms ``corruption.mean_accuracy`` (mean over transforms of their mean accuracy over
+    over the corruptions ``corruption.mean_accuracy`` (mean over transforms of their mean accuracy over
     severities, every transform weighted equally), ``corruption.min_accuracy`` and
-    ``corruption.relative_robustness`` (mean accuracy / clean accuracy). Undefined (NaN) numbers are
-    left out, so the dict is valid JSON.
+    ``corruption.relative_robustness`` (mean accuracy / clean accuracy); the same three for attribute
+    edits (``attribute.*``) and natural-shift styles (``style.*``), each transform's family given by
+    ``groups`` (probe -> ``Transform.group``) or :func:`transform_group`'s name rule. Undefined (NaN)
+    numbers are left out, so the dict is valid JSON.
     """
     frame = as_frame(outcomes)
     out: dict[str, float] = {}
@@ -154,7 +169,7 @@ def compute_metrics(outcomes: Any) -> dict[str, float]:
     clean = frame[frame["kind"] == "clean"]
     out["n_examples"] = float((clean if not clean.empty else frame)["example_id"].nunique())
     table = metrics_table(frame)
-    probe_means: dict[str, float] = {}
+    probe_means: dict[str, dict[str, float]] = {}
     for (probe, kind), rows in table[table["kind"] != "clean"].groupby(["probe", "kind"], sort=False):
         for r in rows.itertuples():
             out[f"{probe}.accuracy[{r.setting}]"] = float(r.accuracy)
@@ -168,13 +183,14 @@ def compute_metrics(outcomes: Any) -> dict[str, float]:
         out[f"{probe}.mean_accuracy"] = float(rows["accuracy"].mean())
         out[f"{probe}.min_accuracy"] = float(rows["accuracy"].min())
         if kind == "transform":
-            probe_means[probe] = out[f"{probe}.mean_accuracy"]
-    if probe_means:
-        transforms = table[table["kind"] == "transform"]
-        out["corruption.mean_accuracy"] = float(np.mean(list(probe_means.values())))
-        out["corruption.min_accuracy"] = float(transforms["accuracy"].min())
+            probe_means.setdefault(transform_group(probe, groups), {})[probe] = out[f"{probe}.mean_accuracy"]
+    transforms = table[table["kind"] == "transform"]
+    for family, means in probe_means.items():
+        rows = transforms[transforms["probe"].isin(list(means))]
+        out[f"{family}.mean_accuracy"] = float(np.mean(list(means.values())))
+        out[f"{family}.min_accuracy"] = float(rows["accuracy"].min())
         if out["clean_accuracy"] > 0:
-            out["corruption.relative_robustness"] = out["corruption.mean_accuracy"] / out["clean_accuracy"]
+            out[f"{family}.relative_robustness"] = out[f"{family}.mean_accuracy"] / out["clean_accuracy"]
     return {k: float(v) for k, v in out.items() if _finite(v)}
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from robustlab.core.errors import RunError
 from robustlab.core.outcomes import Outcomes, atomic_write_bytes
 from robustlab.evaluate.checks import SEVERITIES, run_checks
-from robustlab.evaluate.metrics import clean_accuracy, compute_metrics, metrics_table
+from robustlab.evaluate.metrics import clean_accuracy, compute_metrics, metrics_table, transform_group
 from robustlab.report import plots
 
 __all__ = ["SECTIONS", "build_report", "render_report", "report_context"]
@@ -88,8 +88,10 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
         notes.append("summary.json is missing: model, data and versions are unknown")
     info = dict(probe_info or summary.get("probe_info") or {})
     table = metrics_table(frame)
-    metrics = compute_metrics(frame)
+    groups = {k: (v or {}).get("group") for k, v in info.items()}
+    metrics = compute_metrics(frame, groups=groups)
     clean = clean_accuracy(frame)
+    family = table["probe"].map(lambda p: transform_group(p, groups)).where(table["kind"] == "transform")
     checks = summary.get("checks") if isinstance(summary.get("checks"), list) else run_checks(frame, info)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     checks = sorted(checks, key=lambda c: order.get(c.get("severity"), 0))
@@ -109,7 +111,8 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
         "versions": dict(summary.get("versions") or {}),
         "headline": _headline(table, metrics, clean, checks),
         "clean_accuracy": clean,
-        "corruption_plot": plots.corruption_plot(table, clean),
+        "corruption_plot": plots.corruption_plot(table[family != "attribute"], clean),
+        "attribute_plot": plots.corruption_plot(table[family == "attribute"], clean, xlabel="edit level"),
         "corruption_table": _pivot(table),
         "attack_plot": plots.security_curve_plot(table, clean, info),
         "attack_rows": _records(table[table["kind"] == "attack"]),
@@ -132,11 +135,11 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
 
 def _headline(table, metrics: dict[str, float], clean: float, checks: list[dict]) -> list[dict]:
     cards = [{"label": "clean accuracy", "value": clean, "detail": f"{int(metrics.get('n_examples', 0))} examples"}]
-    if "corruption.mean_accuracy" in metrics:
-        n = table[table["kind"] == "transform"]["probe"].nunique()
-        rel = metrics.get("corruption.relative_robustness")
-        cards.append({"label": "mean accuracy under transforms", "value": metrics["corruption.mean_accuracy"],
-                      "detail": f"{n} transforms" + (f", {_pct(rel)} of clean" if rel is not None else "")})
+    for fam, label in (("corruption", "corruptions"), ("attribute", "attribute edits"), ("style", "style shifts")):
+        if f"{fam}.mean_accuracy" in metrics:
+            rel = metrics.get(f"{fam}.relative_robustness")
+            cards.append({"label": f"mean accuracy under {label}", "value": metrics[f"{fam}.mean_accuracy"],
+                          "detail": f"{_pct(rel)} of clean" if rel is not None else ""})
     attacks = table[table["kind"] == "attack"]
     for probe, rows in attacks.groupby("probe", sort=True):
         rows = rows.sort_values("param")

@@ -56,7 +56,7 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def corruption_plot(table, clean_accuracy: float | None = None) -> str | None:
+def corruption_plot(table, clean_accuracy: float | None = None, xlabel: str = "severity") -> str | None:
     """Accuracy against severity, one line per transform, clean accuracy dashed.
 
     Args:
@@ -78,7 +78,7 @@ def corruption_plot(table, clean_accuracy: float | None = None) -> str | None:
                 linewidth=1.6, label=probe)
     if clean_accuracy is not None and np.isfinite(clean_accuracy):
         ax.axhline(clean_accuracy, color="#333", linestyle="--", linewidth=1.2, label="clean")
-    _style(ax, "accuracy", "severity")
+    _style(ax, "accuracy", xlabel)
     params = np.sort(rows["param"].dropna().unique())
     if len(params) and np.allclose(params, np.round(params)):
         ax.set_xticks(params)

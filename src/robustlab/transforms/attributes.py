@@ -204,6 +204,8 @@ class AttributeEdit(Transform):
         world: the renderer; default ``ShapeWorld(size=<image side>)`` with the default classes.
     """
 
+    group = "attribute"
+
     attribute: str = "background"
     world: ShapeWorld | None = None
     default_settings: ClassVar[tuple[float, ...]] = (1, 2, 3, 4, 5)
