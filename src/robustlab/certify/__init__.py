@@ -11,6 +11,22 @@ from robustlab.certify.bounds import (
     interval_bounds,
     margin_spec,
 )
+from robustlab.certify.conformal import (
+    PTT,
+    RSCPPlusCertifier,
+    SmoothedScores,
+    SplitConformalCertifier,
+    conformal_quantile,
+    coverage_and_size,
+    evaluate_conformal,
+    rct_loss,
+    rct_train,
+    rscp_plus_sets,
+    rscp_plus_threshold,
+    rscp_sets,
+    smoothed_scores,
+    split_conformal_sets,
+)
 from robustlab.certify.smoothing import (
     ABSTAIN,
     Certificate,
@@ -41,3 +57,6 @@ __all__ = [
     "TightnessResult",
     "train_noise_augmented",
 ]
+__all__ += ["conformal_quantile", "coverage_and_size", "evaluate_conformal", "PTT", "rct_loss", "rct_train",
+            "rscp_plus_sets", "rscp_plus_threshold", "rscp_sets", "RSCPPlusCertifier", "smoothed_scores",
+            "SmoothedScores", "split_conformal_sets", "SplitConformalCertifier"]

@@ -8,6 +8,8 @@ name                what
 ``digits``          scikit-learn's bundled 8x8 digits, (N, 1, 8, 8) in [0, 1], fixed stratified split
 ``shapeworld``      robustlab's procedural shapes world, RGB 32x32 by default, every attribute known
 ``text-sentiment``  robustlab's synthetic template-generated binary sentiment reviews
+``lms``, ``ms``     Shah et al.'s LMS-k / MS-(5,7) slab data (tabular; options ``k``, ``dim``, margins ...)
+``digit-dominoes``  digit 0/1 stacked on digit 7/9, (N, 1, 16, 8), each half fully predictive
 ``npz``             the user's ``.npz`` (``path=``; options ``x_key``, ``y_key``, ``layout``, ...)
 ``image_folder``    the user's ``root/<class>/*.png|jpg`` (``path=``)
 ``csv``, ``jsonl``  the user's text table (``path=``; options ``text_column``, ``label_column``)
@@ -27,15 +29,18 @@ from robustlab.data.base import Dataset
 from robustlab.data.digits import load_digits
 from robustlab.data.loaders import from_torch_dataset, load_csv, load_image_folder, load_jsonl, load_npz
 from robustlab.data.shapeworld import ALL_SHAPES, BACKGROUNDS, SHAPES, ShapeWorld, load_shapeworld
+from robustlab.data.simplicity import blocks, load_digit_dominoes, load_lms, load_ms
 from robustlab.data.text import load_text_sentiment
 
 __all__ = [
     "ALL_SHAPES", "BACKGROUNDS", "DATASETS", "SHAPES", "Dataset", "ShapeWorld", "from_torch_dataset", "load_csv",
     "load_dataset", "load_digits", "load_image_folder", "load_jsonl", "load_npz", "load_shapeworld",
     "load_text_sentiment", "seeded_subset",
+    "blocks", "load_digit_dominoes", "load_lms", "load_ms",
 ]
 
-BUILTIN = ("digits", "shapeworld", "text-sentiment")
+BUILTIN = ("digits", "shapeworld", "text-sentiment", "lms", "ms", "digit-dominoes")
+GENERATED = {"lms": load_lms, "ms": load_ms, "digit-dominoes": load_digit_dominoes}  # simplicity bias (paper 30)
 USER = {"npz": (load_npz, ".npz"), "image_folder": (load_image_folder, ""), "csv": (load_csv, ".csv"),
         "jsonl": (load_jsonl, ".jsonl")}
 DATASETS = BUILTIN + tuple(USER)
@@ -90,6 +95,13 @@ def load_dataset(name: str, *, split: str = "test", n: int | None = None, seed: 
     if key == "text-sentiment":
         _no_options(name, options)
         return load_text_sentiment(split, n=n, seed=seed)
+    if key in GENERATED:
+        try:
+            inspect.signature(GENERATED[key]).bind(split, n, seed, **options)
+        except TypeError as e:
+            raise ConfigError(f"dataset {name!r}: bad option ({e})",
+                              fix=f"see help(robustlab.data.{GENERATED[key].__name__}) for its options") from None
+        return GENERATED[key](split, n=n, seed=seed, **options)
     if key in USER:
         loader, ext = USER[key]
         try:

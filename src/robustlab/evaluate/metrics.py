@@ -149,7 +149,8 @@ def transform_group(probe: str, groups: Mapping[str, Any] | None = None) -> str:
     return "attribute" if probe.startswith("edit_") else "style" if probe.startswith("style_") else "corruption"
 
 
-def compute_metrics(outcomes: Any, groups: Mapping[str, Any] | None = None) -> dict[str, float]:
+def compute_metrics(outcomes: Any, groups: Mapping[str, Any] | None = None,
+                    set_valued: Iterable[str] = ()) -> dict[str, float]:
     """Flat, named numbers for summaries and ``--fail-under`` (fractions in [0, 1]).
 
     Keys: ``clean_accuracy``, ``n_examples``; per probe and setting ``{probe}.accuracy[{setting}]``
@@ -160,8 +161,10 @@ def compute_metrics(outcomes: Any, groups: Mapping[str, Any] | None = None) -> d
     severities, every transform weighted equally), ``corruption.min_accuracy`` and
     ``corruption.relative_robustness`` (mean accuracy / clean accuracy); the same three for attribute
     edits (``attribute.*``) and natural-shift styles (``style.*``), each transform's family given by
-    ``groups`` (probe -> ``Transform.group``) or :func:`transform_group`'s name rule. Undefined (NaN)
-    numbers are left out, so the dict is valid JSON.
+    ``groups`` (probe -> ``Transform.group``) or :func:`transform_group`'s name rule; for the
+    conformal certifiers named in ``set_valued`` (outcome ``score`` = set size, status certified or
+    robust = true label in the set) ``{probe}.coverage[{setting}]`` and
+    ``{probe}.mean_set_size[{setting}]``. Undefined (NaN) numbers are left out, so the dict is valid JSON.
     """
     frame = as_frame(outcomes)
     out: dict[str, float] = {}
@@ -180,6 +183,9 @@ def compute_metrics(outcomes: Any, groups: Mapping[str, Any] | None = None) -> d
             cert = frame[(frame["probe"] == probe) & (frame["kind"] == "certifier")]
             for setting, g in cert.groupby("setting", sort=False):
                 out[f"{probe}.certified_accuracy[{setting}]"] = float((g["status"] == "certified").mean())
+                if probe in set(set_valued):
+                    out[f"{probe}.coverage[{setting}]"] = float(g["status"].isin(["certified", "robust"]).mean())
+                    out[f"{probe}.mean_set_size[{setting}]"] = float(g["score"].astype(float).mean())
         out[f"{probe}.mean_accuracy"] = float(rows["accuracy"].mean())
         out[f"{probe}.min_accuracy"] = float(rows["accuracy"].min())
         if kind == "transform":

@@ -38,12 +38,14 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     outcomes.save(run_dir / "outcomes.parquet")
     frame = outcomes.to_frame()
     groups = {k: getattr(p, "group", None) for k, p in ctx.probes.items()}
-    metrics = compute_metrics(frame, groups=groups)
+    set_valued = [k for k, p in ctx.probes.items() if getattr(p, "set_valued", False)]
+    metrics = compute_metrics(frame, groups=groups, set_valued=set_valued)
     metrics.update(_class_metrics(frame))
     slice_rows = _slice_rows(ctx, frame, run_dir)
     metrics.update(_slice_metrics(slice_rows))
     probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
-                      "query_free": bool(getattr(p, "query_free", False)), "group": getattr(p, "group", None)}
+                      "query_free": bool(getattr(p, "query_free", False)), "group": getattr(p, "group", None),
+                      "set_valued": bool(getattr(p, "set_valued", False))}
                   for k, p in ctx.probes.items()}
     checks = run_checks(frame, probe_info=probe_info, extra=_model_checks(ctx, frame))
     suite = ctx.suite

@@ -89,7 +89,8 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
     info = dict(probe_info or summary.get("probe_info") or {})
     table = metrics_table(frame)
     groups = {k: (v or {}).get("group") for k, v in info.items()}
-    metrics = compute_metrics(frame, groups=groups)
+    set_valued = [k for k, v in info.items() if (v or {}).get("set_valued")]
+    metrics = compute_metrics(frame, groups=groups, set_valued=set_valued)
     clean = clean_accuracy(frame)
     family = table["probe"].map(lambda p: transform_group(p, groups)).where(table["kind"] == "transform")
     checks = summary.get("checks") if isinstance(summary.get("checks"), list) else run_checks(frame, info)
@@ -118,7 +119,8 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
         "attack_rows": _records(table[table["kind"] == "attack"]),
         "other_rows": _records(table[~table["kind"].isin(["clean", "transform", "attack"])]),
         "certified_plot": plots.certified_plot(table, info),
-        "certified_gap": _certified_gap(table, info),
+        "certified_gap": _certified_gap(table[~table["probe"].isin(set_valued)], info),
+        "conformal_rows": _conformal_rows(metrics, table[table["probe"].isin(set_valued)]),
         "slice_table": _slice_table(summary, run_dir),
         "disparity_rows": _disparity_rows(frame, class_names),
         "examples": _examples(run_dir / "examples", class_names, max_example_sets),
@@ -186,6 +188,13 @@ def _certified_gap(table, info: Mapping[str, Mapping[str, Any]]) -> list[dict]:
                      "attack": None if best is None else str(best["probe"]),
                      "gap": None if cert is None or attacked is None else attacked - cert})
     return rows
+
+
+def _conformal_rows(metrics: Mapping[str, float], table) -> list[dict]:
+    """Coverage and mean set size per conformal certifier and radius."""
+    return [{"probe": r.probe, "setting": r.setting, "coverage": metrics.get(f"{r.probe}.coverage[{r.setting}]"),
+             "certified": metrics.get(f"{r.probe}.certified_accuracy[{r.setting}]"),
+             "size": metrics.get(f"{r.probe}.mean_set_size[{r.setting}]")} for r in table.itertuples()]
 
 
 def _slice_table(summary: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:

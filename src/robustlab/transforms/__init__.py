@@ -15,6 +15,13 @@ from robustlab.transforms.image import (
     ShotNoise,
     SpeckleNoise,
 )
+from robustlab.transforms.simplicity import (
+    RandomizeBlock,
+    RandomizeComplex,
+    RandomizeSimple,
+    randomize_block,
+    swap_block,
+)
 from robustlab.transforms.text import CharTypos
 
 __all__ = [
@@ -29,4 +36,9 @@ __all__ = [
     "ImpulseNoise",
     "ShotNoise",
     "SpeckleNoise",
+    "RandomizeBlock",
+    "RandomizeComplex",
+    "RandomizeSimple",
+    "randomize_block",
+    "swap_block",
 ]
