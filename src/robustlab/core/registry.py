@@ -50,6 +50,7 @@ BUILTIN_MODULES = (
     "robustlab.certify.nap",
     "robustlab.transforms.styles",
     "robustlab.transforms.simplicity",
+    "robustlab.defend.train.generated",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
