@@ -22,6 +22,7 @@ from robustlab.transforms.simplicity import (
     randomize_block,
     swap_block,
 )
+from robustlab.transforms.styles import STYLES, shift_dataset, style_images
 from robustlab.transforms.text import CharTypos
 
 __all__ = [
@@ -41,4 +42,7 @@ __all__ = [
     "RandomizeSimple",
     "randomize_block",
     "swap_block",
+    "STYLES",
+    "shift_dataset",
+    "style_images",
 ]
