@@ -75,7 +75,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "report.html" in r.stdout
     s = json.loads((out / "summary.json").read_text())
     assert s["jobs"]["computed"] == s["jobs"]["total"] > 0
-    assert "slice[plain-background].clean_accuracy" in s["metrics"] and "attribute.mean_accuracy" in s["metrics"]
+    wanted = {"slice[plain-background].clean_accuracy", "attribute.mean_accuracy", "style.mean_accuracy"}
+    assert wanted <= set(s["metrics"])
     r2 = cli("demo", "--quick", "--out", str(out), "--quiet")
     assert r2.returncode == 2 and "--resume" in r2.stderr
     r3 = cli("demo", "--resume", str(out), "--quiet", "--fail-under", "clean_accuracy=1.01")

@@ -132,6 +132,31 @@ def security_curve_plot(table, clean_accuracy: float | None = None,
     return fig_to_data_uri(fig)
 
 
+def style_plot(table, clean_accuracy: float | None = None) -> str | None:
+    """Accuracy under each natural-shift style (mean over its severities) as bars, clean accuracy dashed,
+    in the spirit of COCO-O's per-domain bars.
+
+    Returns:
+        a PNG data URI, or None when the table has no rows.
+    """
+    rows = table[table["kind"] == "transform"]
+    if rows.empty:
+        return None
+    means = rows.groupby("probe", sort=True)["accuracy"].mean()
+    fig = new_figure(max(4.0, 0.8 * len(means) + 2.0), 3.4)
+    ax = fig.add_subplot()
+    xs = np.arange(len(means))
+    ax.bar(xs, means.to_numpy(float), color=_colors(len(means)), width=0.7)
+    for x, v in zip(xs, means.to_numpy(float)):
+        ax.text(x, v + 0.02, f"{v:.0%}", ha="center", fontsize=8)
+    if clean_accuracy is not None and np.isfinite(clean_accuracy):
+        ax.axhline(clean_accuracy, color="#333", linestyle="--", linewidth=1.2, label="clean")
+        ax.legend(loc="upper right", frameon=False, fontsize=8)
+    _style(ax, "accuracy", "")
+    ax.set_xticks(xs, [p.removeprefix("style_") for p in means.index], rotation=20)
+    return fig_to_data_uri(fig)
+
+
 def certified_plot(table, probe_info: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """Certified accuracy against the radius per certifier (solid), beside the robust accuracy of the
     attacks in the same norm (dashed): the true robust accuracy lies between the two curves.

@@ -178,6 +178,7 @@ class Style(Transform):
     """Base of the style shifts: checks inputs and severity, maps severity to ``STYLE_LEVELS[style]``."""
 
     modality: ClassVar[str] = "image"
+    group: ClassVar[str] = "style"
     style: ClassVar[str] = ""
     stochastic: ClassVar[bool] = True
 
