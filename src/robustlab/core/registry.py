@@ -51,6 +51,7 @@ BUILTIN_MODULES = (
     "robustlab.transforms.styles",
     "robustlab.transforms.simplicity",
     "robustlab.defend.train.generated",
+    "robustlab.attacks.oracle",
 )
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
