@@ -9,6 +9,14 @@ from robustlab.attacks.eot import EOTPGD
 from robustlab.attacks.fab import FAB, fab_t
 from robustlab.attacks.fgsm import FGSM
 from robustlab.attacks.goals import Goal, Misclassify, Targeted, dlr_loss, margin_loss
+from robustlab.attacks.oracle import (
+    FMRResult,
+    OracleLatentProbe,
+    OracleSearchResult,
+    encode_latent,
+    fmr,
+    oracle_latent_search,
+)
 from robustlab.attacks.pgd import PGD, pgd_l2, pgd_linf
 from robustlab.attacks.search import GradientSearch, SearchResult, steepest_direction
 from robustlab.attacks.square import Square
@@ -25,16 +33,22 @@ __all__ = [
     "bpda_view",
     "CWL2",
     "dlr_loss",
+    "encode_latent",
     "Ensemble",
     "EOTPGD",
     "FAB",
     "fab_t",
     "FGSM",
+    "fmr",
+    "FMRResult",
     "Goal",
     "GradientSearch",
     "margin_loss",
     "Member",
     "Misclassify",
+    "oracle_latent_search",
+    "OracleLatentProbe",
+    "OracleSearchResult",
     "PGD",
     "pgd_l2",
     "pgd_linf",

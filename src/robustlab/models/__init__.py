@@ -17,3 +17,13 @@ __all__ = [
     "BasicBlock", "DigitsCNN", "DigitsMLP", "ShapeWorldResNet", "evaluate_accuracy", "gaussian_noise",
     "make_augment", "random_shift_flip", "train_classifier", "zoo",
 ]
+
+from robustlab.models.generative import (  # noqa: E402 - appended by the GREAT Score work
+    ConditionalGenerator,
+    ConditionalVAE,
+    PCAGaussianGenerator,
+    load_generator,
+    train_generator,
+)
+
+__all__ += ["ConditionalGenerator", "ConditionalVAE", "PCAGaussianGenerator", "load_generator", "train_generator"]
