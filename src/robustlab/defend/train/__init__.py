@@ -17,6 +17,14 @@ from robustlab.defend.train.adversarial import (
     robust_accuracy,
     warmup_eps,
 )
+from robustlab.defend.train.generated import (
+    GENERATION_MODES,
+    GeneratedDataAugmentation,
+    PCAMixtureGenerator,
+    generate_dataset,
+    generated_counts,
+    train_with_generated,
+)
 from robustlab.defend.train.pgd_at import PGDAT, pgd_examples
 from robustlab.defend.train.trades import TRADES, kl_divergence, trades_examples
 
@@ -32,4 +40,10 @@ __all__ = [
     "robust_accuracy",
     "trades_examples",
     "warmup_eps",
+    "GENERATION_MODES",
+    "GeneratedDataAugmentation",
+    "PCAMixtureGenerator",
+    "generate_dataset",
+    "generated_counts",
+    "train_with_generated",
 ]
