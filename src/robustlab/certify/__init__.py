@@ -27,6 +27,7 @@ from robustlab.certify.conformal import (
     smoothed_scores,
     split_conformal_sets,
 )
+from robustlab.certify.prototypes import PrototypeMargin, certified_radius
 from robustlab.certify.smoothing import (
     ABSTAIN,
     Certificate,
@@ -57,6 +58,7 @@ __all__ = [
     "TightnessResult",
     "train_noise_augmented",
 ]
+__all__ += ["PrototypeMargin", "certified_radius"]
 __all__ += ["conformal_quantile", "coverage_and_size", "evaluate_conformal", "PTT", "rct_loss", "rct_train",
             "rscp_plus_sets", "rscp_plus_threshold", "rscp_sets", "RSCPPlusCertifier", "smoothed_scores",
             "SmoothedScores", "split_conformal_sets", "SplitConformalCertifier"]

@@ -5,6 +5,15 @@
 
 from robustlab.models import zoo
 from robustlab.models.architectures import BasicBlock, DigitsCNN, DigitsMLP, ShapeWorldResNet
+from robustlab.models.prototypes import (
+    GLVQ,
+    RBFNetwork,
+    RobustCBC,
+    build_prototype_model,
+    cbc_margin_loss,
+    robust_cbc_loss,
+    train_prototype_model,
+)
 from robustlab.models.training import (
     evaluate_accuracy,
     gaussian_noise,
@@ -17,6 +26,8 @@ __all__ = [
     "BasicBlock", "DigitsCNN", "DigitsMLP", "ShapeWorldResNet", "evaluate_accuracy", "gaussian_noise",
     "make_augment", "random_shift_flip", "train_classifier", "zoo",
 ]
+__all__ += ["GLVQ", "RBFNetwork", "RobustCBC", "build_prototype_model", "cbc_margin_loss", "robust_cbc_loss",
+            "train_prototype_model"]
 
 from robustlab.models.generative import (  # noqa: E402 - appended by the GREAT Score work
     ConditionalGenerator,
