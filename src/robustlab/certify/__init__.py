@@ -62,3 +62,17 @@ __all__ += ["PrototypeMargin", "certified_radius"]
 __all__ += ["conformal_quantile", "coverage_and_size", "evaluate_conformal", "PTT", "rct_loss", "rct_train",
             "rscp_plus_sets", "rscp_plus_threshold", "rscp_sets", "RSCPPlusCertifier", "smoothed_scores",
             "SmoothedScores", "split_conformal_sets", "SplitConformalCertifier"]
+
+from robustlab.certify.great import (  # noqa: E402 - appended by the GREAT Score work
+    GreatResult,
+    GreatScore,
+    calibrate_temperature,
+    great_score,
+    hoeffding_epsilon,
+    local_great_scores,
+    rank_correlation,
+    smoothed_great_radius,
+)
+
+__all__ += ["GreatResult", "GreatScore", "calibrate_temperature", "great_score", "hoeffding_epsilon",
+            "local_great_scores", "rank_correlation", "smoothed_great_radius"]
