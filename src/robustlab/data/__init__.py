@@ -119,3 +119,7 @@ def _no_options(name: str, options: dict[str, Any]) -> None:
     if options:
         raise ConfigError(f"dataset {name!r} takes no options (got {sorted(options)})",
                           fix="remove them; only split, n and seed apply")
+
+from robustlab.data.scenes import SceneDataset, SceneWorld, load_scenes  # noqa: E402 - detection scenes (paper 13)
+
+__all__ += ["SceneDataset", "SceneWorld", "load_scenes"]

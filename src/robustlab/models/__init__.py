@@ -38,3 +38,12 @@ from robustlab.models.generative import (  # noqa: E402 - appended by the GREAT 
 )
 
 __all__ += ["ConditionalGenerator", "ConditionalVAE", "PCAGaussianGenerator", "load_generator", "train_generator"]
+
+from robustlab.models.detection import (  # noqa: E402 - the small detector of the COCO-O work (paper 13)
+    CenterNet,
+    DetectorConfig,
+    batched_nms,
+    train_detector,
+)
+
+__all__ += ["CenterNet", "DetectorConfig", "batched_nms", "train_detector"]
