@@ -7,8 +7,8 @@ import torch
 
 from robustlab.data import load_dataset
 from robustlab.papers import catalog
-from robustlab.papers.base import Reproduction
 from robustlab.papers.effective_robustness import FULL, SOURCES, make_sources, mixture, reproduce
+from tests.papers.conftest import quick_contract
 
 CLAIMS = ["fit-recovery", "distinct-lines", "no-single-source-dominates", "mixture-dilution", "quality-not-quantity"]
 
@@ -51,12 +51,7 @@ def test_mixture_takes_alpha_share_from_b_on_disjoint_images(sources):
 
 
 def test_quick_reproduction_returns_the_contract_with_measured_numbers():
-    assert catalog.status("effective-robustness") == "implemented"
-    res = reproduce(quick=True)
-    assert isinstance(res, Reproduction) and res.key == "effective-robustness" and res.error is None
-    assert [c.id for c in res.claims] == CLAIMS
-    for c in res.claims:
-        assert isinstance(c.held, bool) and c.statement and c.measured
+    res = quick_contract("effective-robustness", reproduce, CLAIMS)
     by = {c.id: c for c in res.claims}
     assert by["fit-recovery"].held and by["fit-recovery"].measured["max_abs_error"] < 1e-6
     ci = by["distinct-lines"].measured["mean_er_ci"]

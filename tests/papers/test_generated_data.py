@@ -6,9 +6,8 @@ import torch
 
 from robustlab.core.rng import torch_generator
 from robustlab.data import load_dataset
-from robustlab.papers import catalog
-from robustlab.papers.base import Reproduction
 from robustlab.papers.generated_data import SHIFTS, grey_dilation, reproduce, rotate_images, shift_tests
+from tests.papers.conftest import quick_contract
 
 CLAIMS = ["er-implementation", "generated-is-harder", "real+gen-effective-robustness", "real+gen-accuracy",
           "er-grows-with-amount"]
@@ -38,12 +37,7 @@ def test_dilation_thickens_and_rotation_by_zero_is_identity():
 
 
 def test_quick_reproduction_returns_the_contract_with_measured_numbers():
-    assert catalog.status("generated-data") == "implemented"
-    res = reproduce(quick=True)
-    assert isinstance(res, Reproduction) and res.key == "generated-data" and res.error is None
-    assert [c.id for c in res.claims] == CLAIMS
-    for c in res.claims:
-        assert isinstance(c.held, bool) and c.statement and c.measured
+    res = quick_contract("generated-data", reproduce, CLAIMS)
     by = {c.id: c.measured for c in res.claims}
     assert by["er-implementation"]["on_line_er"] == 0.0
     assert all(math.isfinite(v) for v in by["er-implementation"]["mean_baseline_residual"].values())

@@ -77,14 +77,19 @@ class Transform(Probe):
     default_settings = (1, 2, 3, 4, 5)
     #: which family the report and the summary metrics put it in: "corruption", "attribute" or "style"
     group = "corruption"
+    #: True: ``__call__`` also takes ``attrs=`` (the batch's dataset attributes); the runner then passes
+    #: ``shard.attrs`` to ``evaluate``, which hands them on
+    needs_attrs: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(self, x: Any, *, severity: float, generator: torch.Generator) -> Any:
         """The changed inputs (same type and shape as ``x``)."""
 
     def evaluate(self, model: Model, x: Any, y: torch.Tensor, setting: float, *,
-                 clean_pred: torch.Tensor, generator: torch.Generator) -> ProbeOutput:
-        xp = self(x, severity=setting, generator=generator)
+                 clean_pred: torch.Tensor, generator: torch.Generator,
+                 attrs: dict[str, Any] | None = None) -> ProbeOutput:
+        extra = {"attrs": attrs} if self.needs_attrs else {}
+        xp = self(x, severity=setting, generator=generator, **extra)
         scores = checked_scores(model, xp)
         n = len(y)
         return ProbeOutput(scores=scores, attempted=torch.ones(n, dtype=torch.bool),

@@ -41,23 +41,13 @@ from torch import nn
 
 from robustlab.core.errors import ConfigError, DataError
 from robustlab.core.rng import derive_seed, torch_generator
+from robustlab.evaluate.detection import box_iou  # one IoU for NMS and the COCO evaluator
 
 __all__ = ["CenterNet", "DetectorConfig", "batched_nms", "box_iou", "centernet_loss", "decode", "detection_targets",
            "train_detector"]
 
 STRIDE = 4
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (k, 4), scores (k,), labels (k,)
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes ``a (..., N, 4)`` and ``b (..., M, 4)`` (x1, y1, x2, y2) -> ``(..., N, M)``."""
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    inter = (rb - lt).clamp_min(0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp_min(0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp_min(0).prod(-1)
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return inter / union.clamp_min(1e-9)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float = 0.5,

@@ -41,8 +41,7 @@ from typing import Any, ClassVar
 import torch
 
 from robustlab.core.errors import ConfigError, DataError
-from robustlab.core.model import Model, checked_scores
-from robustlab.core.probe import ProbeOutput, Transform
+from robustlab.core.probe import Transform
 from robustlab.core.registry import register
 from robustlab.core.rng import torch_generator
 from robustlab.data.base import Dataset
@@ -230,14 +229,6 @@ class AttributeEdit(Transform):
             raise DataError(f"{name}: the images are not the rendering of the given attrs",
                             fix="edit clean ShapeWorld images with their own attrs (and the world that drew them)")
         return edit_images(world, attrs, self.attribute, severity, generator).to(device=x.device, dtype=x.dtype)
-
-    def evaluate(self, model: Model, x: Any, y: torch.Tensor, setting: float, *,
-                 clean_pred: torch.Tensor, generator: torch.Generator,
-                 attrs: dict[str, Any] | None = None) -> ProbeOutput:
-        xp = self(x, severity=setting, generator=generator, attrs=attrs)
-        n = len(y)
-        return ProbeOutput(scores=checked_scores(model, xp), attempted=torch.ones(n, dtype=torch.bool),
-                           queries=torch.ones(n, dtype=torch.long), x_probed=xp)
 
 
 @register("transform", "edit_background")

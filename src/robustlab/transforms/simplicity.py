@@ -23,8 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from robustlab.core.errors import ConfigError, DataError
-from robustlab.core.model import Model, checked_scores
-from robustlab.core.probe import ProbeOutput, Transform
+from robustlab.core.probe import Transform
 from robustlab.core.registry import register
 from robustlab.transforms._common import check_generator
 
@@ -152,14 +151,6 @@ class RandomizeBlock(Transform):
             _flat_coords(x, coords, self.name)
             return x.clone()
         return randomize_block(x, coords, generator=generator)
-
-    def evaluate(self, model: Model, x: Any, y: torch.Tensor, setting: float, *,
-                 clean_pred: torch.Tensor, generator: torch.Generator,
-                 attrs: dict[str, Any] | None = None) -> ProbeOutput:
-        xp = self(x, severity=setting, generator=generator, attrs=attrs)
-        n = len(y)
-        return ProbeOutput(scores=checked_scores(model, xp), attempted=torch.ones(n, dtype=torch.bool),
-                           queries=torch.ones(n, dtype=torch.long), x_probed=xp)
 
 
 @register("transform", "randomize_simple")
