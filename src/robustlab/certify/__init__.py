@@ -27,6 +27,23 @@ from robustlab.certify.conformal import (
     smoothed_scores,
     split_conformal_sets,
 )
+from robustlab.certify.nap import (
+    MILPResult,
+    NAPBounds,
+    NAPCertifier,
+    NAPs,
+    ReLUNetwork,
+    hidden_preactivations,
+    mine_naps,
+    nap_coverage,
+    nap_falsify,
+    nap_margin_bounds,
+    nap_max_radius,
+    nap_membership,
+    nap_milp,
+    naps_overlap,
+    relu_network,
+)
 from robustlab.certify.prototypes import PrototypeMargin, certified_radius
 from robustlab.certify.smoothing import (
     ABSTAIN,
@@ -62,6 +79,9 @@ __all__ += ["PrototypeMargin", "certified_radius"]
 __all__ += ["conformal_quantile", "coverage_and_size", "evaluate_conformal", "PTT", "rct_loss", "rct_train",
             "rscp_plus_sets", "rscp_plus_threshold", "rscp_sets", "RSCPPlusCertifier", "smoothed_scores",
             "SmoothedScores", "split_conformal_sets", "SplitConformalCertifier"]
+__all__ += ["hidden_preactivations", "mine_naps", "MILPResult", "NAPBounds", "NAPCertifier", "nap_coverage",
+            "nap_falsify", "nap_margin_bounds", "nap_max_radius", "nap_membership", "nap_milp", "NAPs",
+            "naps_overlap", "ReLUNetwork", "relu_network"]
 
 from robustlab.certify.great import (  # noqa: E402 - appended by the GREAT Score work
     GreatResult,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from robustlab.certify.crown import backsubstitute, crown_lower
+from robustlab.certify.crown import _relus_with_prefix, backsubstitute, crown_lower
 from robustlab.certify.layers import Affine, Op, ibp, to_ops, trace_shapes
 from robustlab.core.errors import ConfigError, UnsupportedModelError
 from robustlab.core.model import Model, TorchModel, checked_scores
@@ -71,15 +71,41 @@ def interval_bounds(model: Any, x: torch.Tensor, threat: LpBall) -> tuple[torch.
     return ibp(ops, lo, hi)
 
 
-def _ibp_margins(ops: list[Op], spec: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+def _ibp_margins(ops: list[Op], spec: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 fixed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """IBP up to the last non-affine op, then the trailing affine layers folded with the spec (exact)."""
     cut = max((i + 1 for i, op in enumerate(ops) if not isinstance(op, Affine)), default=0)
-    l_mid, u_mid = ibp(ops[:cut], lo, hi)
+    l_mid, u_mid = ibp(ops[:cut], lo, hi, fixed=fixed)
     return backsubstitute(ops[cut:], spec, {}, l_mid, u_mid)
 
 
+def _fixed_by_id(ops: list[Op], fixed: Any, n: int) -> list[torch.Tensor | None] | None:
+    """Check the per-ReLU-layer ``fixed`` states of :func:`bound_margins`; one (n or 1, *shape) tensor per layer."""
+    if fixed is None:
+        return None
+    relus = [op for op, _ in _relus_with_prefix(ops, [])]
+    fixed = list(fixed)
+    if len(fixed) != len(relus):
+        raise ConfigError(f"fixed has {len(fixed)} entries but the network has {len(relus)} ReLU layers",
+                          fix="pass one activation-state tensor (or None) per ReLU layer, in forward order")
+    out: list[torch.Tensor | None] = []
+    for i, (op, st) in enumerate(zip(relus, fixed)):
+        if st is None:
+            out.append(None)
+            continue
+        st = torch.as_tensor(st)
+        shape = tuple(op.in_shape)
+        if tuple(st.shape) == shape:
+            st = st.unsqueeze(0)
+        if tuple(st.shape[1:]) != shape or st.shape[0] not in (1, n):
+            raise ConfigError(f"fixed[{i}] has shape {tuple(st.shape)}; ReLU layer {i} has shape {shape}",
+                              fix=f"pass a tensor shaped {shape} or ({n}, *{shape}) with values -1 / 0 / +1")
+        out.append(st.to(torch.float64).sign())
+    return out
+
+
 def bound_margins(model: Any, x: torch.Tensor, y: torch.Tensor, threat: LpBall, method: str = "ibp",
-                  batch_size: int = 64, intermediate: str = "crown") -> torch.Tensor:
+                  batch_size: int = 64, intermediate: str = "crown", fixed: Any = None) -> torch.Tensor:
     """Lower bounds of the margins ``z_y - z_j`` (j != y, increasing j) over ``threat`` around ``x``.
 
     Args:
@@ -89,6 +115,11 @@ def bound_margins(model: Any, x: torch.Tensor, y: torch.Tensor, threat: LpBall, 
         method: ``"ibp"``, ``"crown"`` or ``"crown_ibp_best"`` (elementwise max of both).
         batch_size: examples per chunk (CROWN's intermediate bounds use O(batch · neurons²) memory).
         intermediate: CROWN pre-activation bounds, ``"crown"`` (tighter) or ``"ibp"`` (cheaper).
+        fixed: optional activation states, one entry per ReLU layer in forward order: None (free) or a
+            tensor shaped like the layer (or (B, *layer shape)) with +1 = fixed active (z >= 0, identity),
+            -1 = fixed inactive (z <= 0, output 0), 0 = free. The bounds then hold over the box intersected
+            with those constraints (see :mod:`robustlab.certify.nap`); if that set is empty they are
+            meaningless (check with :func:`robustlab.certify.layers.fix_states`: some l > u).
 
     Returns: (B, K-1) float64 lower bounds; every example is certified iff its row is > 0.
     """
@@ -100,16 +131,20 @@ def bound_margins(model: Any, x: torch.Tensor, y: torch.Tensor, threat: LpBall, 
     y = y.to(lo.device).long()
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
         raise ConfigError(f"labels must lie in [0, {k}), got [{int(y.min())}, {int(y.max())}]")
+    states = _fixed_by_id(ops, fixed, len(y))
+    relus = [op for op, _ in _relus_with_prefix(ops, [])]
     out = []
     with torch.no_grad():
         for i in range(0, len(y), max(1, int(batch_size))):
             sl = slice(i, i + batch_size)
             spec = margin_spec(y[sl], k)
+            fx = None if states is None else {id(op): (st if st.shape[0] == 1 else st[sl]).to(lo.device)
+                                              for op, st in zip(relus, states) if st is not None}
             parts = []
             if method in ("ibp", "crown_ibp_best"):
-                parts.append(_ibp_margins(ops, spec, lo[sl], hi[sl]))
+                parts.append(_ibp_margins(ops, spec, lo[sl], hi[sl], fixed=fx))
             if method in ("crown", "crown_ibp_best"):
-                parts.append(crown_lower(ops, spec, lo[sl], hi[sl], intermediate=intermediate))
+                parts.append(crown_lower(ops, spec, lo[sl], hi[sl], intermediate=intermediate, fixed=fx))
             out.append(parts[0] if len(parts) == 1 else torch.maximum(*parts))
     if not out:
         return torch.empty(0, k - 1, dtype=torch.float64)

@@ -7,13 +7,18 @@ a specification matrix ``C`` is back-substituted through the whole network (so m
 directly, which is what makes CROWN tight) and concretized on the input box. Pre-activation bounds of
 every ReLU layer are computed the same way (layer by layer) and intersected with IBP's. Residual
 sums ``main(x) + shortcut(x)`` pass the same coefficients to both branches and add the results.
+
+Speed (results unchanged): intermediate bounds are computed only for neurons unstable under IBP
+(:func:`_tighten`), and the first ReLU below an example-independent row block is folded with the affine
+layer feeding it into shared matrix products (:func:`_lower_upper`) instead of per-example
+(batch, rows, neurons) coefficient tensors.
 """
 
 from __future__ import annotations
 
 import torch
 
-from robustlab.certify.layers import Affine, Bounds, Op, ReLUOp, Residual, ibp, numel
+from robustlab.certify.layers import Affine, Bounds, LinearOp, Op, ReLUOp, Residual, fix_states, ibp, numel
 from robustlab.core.errors import UnsupportedModelError
 
 __all__ = ["backsubstitute", "relu_relaxation", "crown_lower"]
@@ -73,8 +78,14 @@ def backsubstitute(ops: list[Op], a: torch.Tensor, relu_bounds: dict[int, Bounds
     if bias is None:
         bias = torch.zeros(a.shape[:2], dtype=a.dtype, device=a.device)
     a, bias = _back(ops, a, bias, relu_bounds)
-    pos, neg = a.clamp_min(0), a.clamp_max(0)
-    return (pos * lo.unsqueeze(1) + neg * hi.unsqueeze(1)).flatten(2).sum(-1) + bias
+    return _concretize(a, lo, hi) + bias
+
+
+def _concretize(a: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``min over x in [lo, hi] of A x`` = ``A mid - |A| rad``: (B, S), as two batched matrix-vector products."""
+    a = a.flatten(2)
+    mid, rad = ((hi + lo) / 2).flatten(1).unsqueeze(2), ((hi - lo) / 2).flatten(1).unsqueeze(2)
+    return (a @ mid - a.abs() @ rad).squeeze(2)
 
 
 def _relus_with_prefix(ops: list[Op], prefix: list[Op]) -> list[tuple[ReLUOp, list[Op]]]:
@@ -93,13 +104,113 @@ def _relus_with_prefix(ops: list[Op], prefix: list[Op]) -> list[tuple[ReLUOp, li
     return out
 
 
+def _tighten(prefix: list[Op], shape: tuple[int, ...], relu_bounds: dict[int, Bounds], lo: torch.Tensor,
+             hi: torch.Tensor, l_ibp: torch.Tensor, u_ibp: torch.Tensor) -> Bounds:
+    """CROWN pre-activation bounds of a ReLU layer (input ``prefix`` of ops), intersected with IBP's.
+
+    Only the neurons unstable under IBP (l < 0 < u) in some example of the batch get CROWN rows: a
+    stable neuron's relaxation (identity or zero) cannot change, so the final bounds are the same.
+    The rows start as rows of the identity, go back through the trailing affine ops once (example
+    independent), and :func:`_lower_upper` gives their lower and upper bounds in one backward pass.
+    """
+    b, n = lo.shape[0], numel(shape)
+    l_flat, u_flat = l_ibp.reshape(b, n), u_ibp.reshape(b, n)
+    rows = ((l_flat < 0) & (u_flat > 0)).any(0).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return l_ibp, u_ibp
+    j = len(prefix)
+    if isinstance(prefix[j - 1], LinearOp):  # rows of the identity through a Linear layer: rows of W
+        lin, j = prefix[j - 1], j - 1
+        a = lin.w[rows].unsqueeze(0)
+        bias = torch.zeros_like(a[:, :, 0]) if lin.b is None else lin.b[rows].unsqueeze(0)
+    else:
+        a = torch.eye(n, dtype=lo.dtype, device=lo.device)[rows].reshape(1, len(rows), *shape)
+        bias = torch.zeros(1, len(rows), dtype=lo.dtype, device=lo.device)
+    while isinstance(prefix[j - 1], Affine):  # example-independent: back-substitute once
+        term = prefix[j - 1].bias_term(a)
+        bias = bias if term is None else bias + term
+        a, j = prefix[j - 1].back(a), j - 1
+    l_cr, u_cr = _lower_upper(prefix[:j], a, bias, relu_bounds, lo, hi)
+    l_new = l_flat.index_copy(1, rows, torch.maximum(l_flat[:, rows], l_cr))
+    u_new = u_flat.index_copy(1, rows, torch.minimum(u_flat[:, rows], u_cr))
+    return l_new.reshape(l_ibp.shape), u_new.reshape(u_ibp.shape)
+
+
+def _lower_upper(ops: list[Op], a: torch.Tensor, bias: torch.Tensor, relu_bounds: dict[int, Bounds],
+                 lo: torch.Tensor, hi: torch.Tensor) -> Bounds:
+    """Lower and upper bounds (B, S) of ``A f(x) + bias`` for an example-independent ``A`` (1, S, *out).
+
+    ``ops`` ends with a ReLU fed by a chain of affine ops (Linear, Conv, ...) whose dense matrix ``W``
+    (with its bias ``b`` as a last column) is built once. The relaxed ReLU and ``W`` are folded without
+    materializing per-example (B, S, n) coefficients: with ``a_l``, ``a_u``, ``b_u`` the relaxation and
+    ``d = a_u - a_l`` (non-zero on unstable neurons only), the lower bound's coefficients are
+    ``A diag(a_l) + A^- diag(d)`` and the upper bound's ``A diag(a_l) + A^+ diag(d)``, so both share
+    ``A (a_l * [W | b])`` (one batched product) plus a product over each example's unstable neurons.
+    Without such a chain (or when a dense ``W`` would cost more than the chain: a non-Linear chain
+    that widens, n_in > n), rows ``[A; -A]`` go through :func:`backsubstitute`.
+    """
+    b, s = lo.shape[0], a.shape[1]
+    k = len(ops) - 1
+    while k > 0 and isinstance(ops[k - 1], Affine):
+        k -= 1
+    relu, chain = ops[-1], ops[k:-1]
+    n = a[0].flatten(1).shape[1]
+    n_in = numel(chain[0].in_shape) if chain else 0
+    linear = len(chain) == 1 and isinstance(chain[0], LinearOp)
+    if not (isinstance(relu, ReLUOp) and chain and (linear or (n_in <= n and n * n_in <= _DENSE_MAX))):
+        a2 = torch.cat([a, -a], 1).expand(b, *([-1] * (a.dim() - 1)))
+        lb = backsubstitute(ops, a2, relu_bounds, lo, hi, bias=torch.cat([bias, -bias], 1).expand(b, -1))
+        return lb[:, :s], -lb[:, s:]
+    w, w_bias = _dense(chain, relu.in_shape, lo)  # (n, n_in), (n,)
+    w = torch.cat([w, w_bias.unsqueeze(1)], 1)  # the bias as a last column
+    a_l, a_u, b_u = (t.reshape(b, n) for t in relu_relaxation(*relu_bounds[id(relu)]))
+    a0 = a[0].reshape(s, n)
+    keep = (a_l != 0).any(0).nonzero().squeeze(1)  # neurons not inactive in every example
+    scaled = a_l.T[keep].unsqueeze(2) * w[keep].unsqueeze(1)  # (K, B, n_in + 1): one large matrix product
+    common = (a0[:, keep] @ scaled.flatten(1)).view(s, b, -1).transpose(0, 1)  # (B, S, n_in + 1)
+    low, up = common, common
+    unstable = (a_u != a_l) | (b_u != 0)
+    width = int(unstable.sum(1).max()) if b else 0
+    if width:  # each example's unstable neurons (padded to the batch's largest count with zero rows)
+        idx = torch.argsort(unstable.to(torch.uint8), dim=1, descending=True, stable=True)[:, :width]  # (B, U)
+        on = unstable.gather(1, idx).to(w.dtype)
+        extra = ((a_u - a_l).gather(1, idx) * on).unsqueeze(2) * w[idx]  # (B, U, n_in + 1)
+        extra = torch.cat([extra[..., :-1], extra[..., -1:] + (b_u.gather(1, idx) * on).unsqueeze(2)], 2)
+        a_t = a0.T[idx]  # (B, U, S): A's columns of those neurons
+        low = low + a_t.clamp_max(0).transpose(1, 2) @ extra
+        up = up + a_t.clamp_min(0).transpose(1, 2) @ extra
+    rest, shape = ops[:k], (b, s, *chain[0].in_shape)
+    lower = backsubstitute(rest, low[..., :-1].reshape(shape), relu_bounds, lo, hi, bias=bias + low[..., -1])
+    upper = -backsubstitute(rest, -up[..., :-1].reshape(shape), relu_bounds, lo, hi, bias=-(bias + up[..., -1]))
+    return lower, upper
+
+
+#: largest dense matrix (entries) built for an affine chain in :func:`_lower_upper`
+_DENSE_MAX = 1 << 22
+
+
+def _dense(chain: list[Op], out_shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The matrix (n_out, n_in) and bias (n_out,) of a chain of affine ops, by back-substituting the identity."""
+    if len(chain) == 1 and isinstance(chain[0], LinearOp):
+        op = chain[0]
+        return op.w, op.b if op.b is not None else torch.zeros_like(op.w[:, 0])
+    n = numel(out_shape)
+    a = torch.eye(n, dtype=like.dtype, device=like.device).reshape(1, n, *out_shape)
+    bias = torch.zeros(1, n, dtype=like.dtype, device=like.device)
+    for op in reversed(chain):
+        term = op.bias_term(a)
+        bias = bias if term is None else bias + term
+        a = op.back(a)
+    return a[0].reshape(n, -1), bias[0]
+
+
 def _has_relu(ops: list[Op]) -> bool:
     return any(isinstance(o, ReLUOp) or (isinstance(o, Residual) and _has_relu(o.main + o.shortcut))
                for o in ops)
 
 
 def crown_lower(ops: list[Op], spec: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                intermediate: str = "crown") -> torch.Tensor:
+                intermediate: str = "crown", fixed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """CROWN lower bounds of ``spec · f(x)`` for x in ``[lo, hi]``: (B, S).
 
     Args:
@@ -109,26 +220,18 @@ def crown_lower(ops: list[Op], spec: torch.Tensor, lo: torch.Tensor, hi: torch.T
         lo, hi: input box (B, *input shape), raw input units.
         intermediate: ``"crown"`` (every ReLU layer's bounds by back-substitution, intersected with
             IBP's) or ``"ibp"`` (IBP pre-activation bounds, i.e. CROWN-IBP's cheaper variant).
+        fixed: optional activation states by ``id(relu_op)`` (see :func:`robustlab.certify.layers.fix_states`):
+            the bound then holds over the box intersected with those activation constraints (fixed-active
+            ReLUs become the identity, fixed-inactive ones 0, so the bound is at least as tight).
     """
     ibp_in: dict[int, Bounds] = {}
-    ibp(ops, lo, hi, record=ibp_in)
+    ibp(ops, lo, hi, record=ibp_in, fixed=fixed)
     relu_bounds: dict[int, Bounds] = {}
     for op, prefix in _relus_with_prefix(ops, []):
         l_ibp, u_ibp = ibp_in[id(op)]
         if intermediate == "crown" and _has_relu(prefix):
-            b, shape = lo.shape[0], op.in_shape
-            n = numel(shape)
-            eye = torch.eye(n, dtype=lo.dtype, device=lo.device)
-            a = torch.cat([eye, -eye]).reshape(1, 2 * n, *shape)
-            bias = torch.zeros(1, 2 * n, dtype=lo.dtype, device=lo.device)
-            j = len(prefix)
-            while isinstance(prefix[j - 1], Affine):  # example-independent: back-substitute once, then expand
-                term = prefix[j - 1].bias_term(a)
-                bias = bias if term is None else bias + term
-                a, j = prefix[j - 1].back(a), j - 1
-            a = a.expand(b, *([-1] * (a.dim() - 1)))
-            lb = backsubstitute(prefix[:j], a, relu_bounds, lo, hi, bias=bias.expand(b, -1))
-            l_cr, u_cr = lb[:, :n].reshape(b, *shape), (-lb[:, n:]).reshape(b, *shape)
-            l_ibp, u_ibp = torch.maximum(l_ibp, l_cr), torch.minimum(u_ibp, u_cr)
+            l_ibp, u_ibp = _tighten(prefix, op.in_shape, relu_bounds, lo, hi, l_ibp, u_ibp)
+            if fixed is not None:
+                l_ibp, u_ibp = fix_states(l_ibp, u_ibp, fixed.get(id(op)))
         relu_bounds[id(op)] = (l_ibp, u_ibp)
     return backsubstitute(ops, spec, relu_bounds, lo, hi)

@@ -21,7 +21,7 @@ from torch import nn
 
 from robustlab.core.errors import UnsupportedModelError
 
-__all__ = ["Op", "Affine", "ReLUOp", "Residual", "to_ops", "trace_shapes", "ibp"]
+__all__ = ["Op", "Affine", "ReLUOp", "Residual", "to_ops", "trace_shapes", "ibp", "fix_states"]
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
@@ -67,7 +67,8 @@ class Affine(Op):
         b, s = a.shape[:2]
         with torch.enable_grad():
             z = torch.zeros(b * s, *self.in_shape, dtype=a.dtype, device=a.device, requires_grad=True)
-            (g,) = torch.autograd.grad(self.linear(z), z, grad_outputs=a.reshape(b * s, *self.out_shape))
+            (g,) = torch.autograd.grad(self.linear(z), z, grad_outputs=a.reshape(b * s, *self.out_shape),
+                                       create_graph=a.requires_grad)  # differentiable in A for training
         return g.reshape(b, s, *self.in_shape)
 
     def bias_term(self, a: torch.Tensor) -> torch.Tensor | None:
@@ -78,10 +79,15 @@ class Affine(Op):
         return (a * bias.expand(self.out_shape)).flatten(2).sum(-1)
 
 
+def _value(t: torch.Tensor, dtype: torch.dtype, keep_grad: bool) -> torch.Tensor:
+    """A parameter in ``dtype``: detached (certification), or differentiable (certified training)."""
+    return (t if keep_grad else t.detach()).to(dtype)
+
+
 class LinearOp(Affine):
-    def __init__(self, m: nn.Linear, dtype: torch.dtype):
-        self.w = m.weight.detach().to(dtype)
-        self.b = None if m.bias is None else m.bias.detach().to(dtype)
+    def __init__(self, m: nn.Linear, dtype: torch.dtype, keep_grad: bool = False):
+        self.w = _value(m.weight, dtype, keep_grad)
+        self.b = None if m.bias is None else _value(m.bias, dtype, keep_grad)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.w.T
@@ -97,9 +103,9 @@ class LinearOp(Affine):
 
 
 class ConvOp(Affine):
-    def __init__(self, m: nn.Conv2d, dtype: torch.dtype):
-        self.w = m.weight.detach().to(dtype)
-        self.b = None if m.bias is None else m.bias.detach().to(dtype).view(-1, 1, 1)
+    def __init__(self, m: nn.Conv2d, dtype: torch.dtype, keep_grad: bool = False):
+        self.w = _value(m.weight, dtype, keep_grad)
+        self.b = None if m.bias is None else _value(m.bias, dtype, keep_grad).view(-1, 1, 1)
         self.kw = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation}
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +185,10 @@ class Residual(Op):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run(self.main, x) + run(self.shortcut, x)
 
-    def ibp(self, lo: torch.Tensor, hi: torch.Tensor, record: dict[int, Bounds] | None = None) -> Bounds:
-        l1, u1 = ibp(self.main, lo, hi, record)
-        l2, u2 = ibp(self.shortcut, lo, hi, record)
+    def ibp(self, lo: torch.Tensor, hi: torch.Tensor, record: dict[int, Bounds] | None = None,
+            fixed: dict[int, torch.Tensor] | None = None) -> Bounds:
+        l1, u1 = ibp(self.main, lo, hi, record, fixed)
+        l2, u2 = ibp(self.shortcut, lo, hi, record, fixed)
         return l1 + l2, u1 + u2
 
 
@@ -192,15 +199,32 @@ def run(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def ibp(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, record: dict[int, Bounds] | None = None) -> Bounds:
+def fix_states(lo: torch.Tensor, hi: torch.Tensor, state: torch.Tensor | None) -> Bounds:
+    """Pre-activation bounds of a ReLU restricted to fixed activation states (``state`` broadcasts to ``lo``).
+
+    ``state > 0``: the neuron is fixed active (the input set is cut to z >= 0, so l <- max(l, 0) and the
+    ReLU acts as the identity); ``state < 0``: fixed inactive (z <= 0, so u <- min(u, 0) and the ReLU
+    outputs 0); ``0``: free. Bounds with ``l > u`` afterwards mean the restricted set is empty.
+    """
+    if state is None:
+        return lo, hi
+    return torch.where(state > 0, lo.clamp_min(0), lo), torch.where(state < 0, hi.clamp_max(0), hi)
+
+
+def ibp(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, record: dict[int, Bounds] | None = None,
+        fixed: dict[int, torch.Tensor] | None = None) -> Bounds:
     """IBP bounds after ``ops`` for the box ``[lo, hi]``; ``record[id(op)]`` gets the bounds entering op.
 
-    ``record`` also receives the ops inside residual blocks.
+    ``record`` also receives the ops inside residual blocks. ``fixed`` (optional) maps ``id(relu_op)`` to
+    an activation-state tensor (see :func:`fix_states`): the bounds then hold over the box intersected
+    with those activation constraints (used for neural activation patterns, :mod:`robustlab.certify.nap`).
     """
     for op in ops:
+        if fixed is not None and isinstance(op, ReLUOp):
+            lo, hi = fix_states(lo, hi, fixed.get(id(op)))
         if record is not None:
             record[id(op)] = (lo, hi)
-        lo, hi = op.ibp(lo, hi, record) if isinstance(op, Residual) else op.ibp(lo, hi)
+        lo, hi = op.ibp(lo, hi, record, fixed) if isinstance(op, Residual) else op.ibp(lo, hi)
     return lo, hi
 
 
@@ -216,17 +240,17 @@ def trace_shapes(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _bn(m: nn.Module, dtype: torch.dtype) -> DiagOp:
+def _bn(m: nn.Module, dtype: torch.dtype, keep_grad: bool = False) -> DiagOp:
     s = (m.running_var.detach().to(dtype) + m.eps).rsqrt()
     if m.weight is not None:
-        s = s * m.weight.detach().to(dtype)
+        s = s * _value(m.weight, dtype, keep_grad)
     t = -m.running_mean.detach().to(dtype) * s
     if m.bias is not None:
-        t = t + m.bias.detach().to(dtype)
+        t = t + _value(m.bias, dtype, keep_grad)
     return DiagOp(s, t)
 
 
-def _convert(m: nn.Module, name: str, dtype: torch.dtype, bad: list[str]) -> list[Op]:
+def _convert(m: nn.Module, name: str, dtype: torch.dtype, bad: list[str], keep_grad: bool = False) -> list[Op]:
     from robustlab.models.architectures import BasicBlock, ShapeWorldResNet
 
     label = f"{name or '<root>'} ({type(m).__name__})"
@@ -234,22 +258,23 @@ def _convert(m: nn.Module, name: str, dtype: torch.dtype, bad: list[str]) -> lis
         if type(m).forward is not nn.Sequential.forward:
             bad.append(f"{label}: an nn.Sequential subclass with its own forward()")
             return []
-        return [op for k, c in m.named_children() for op in _convert(c, f"{name}.{k}" if name else k, dtype, bad)]
+        return [op for k, c in m.named_children()
+                for op in _convert(c, f"{name}.{k}" if name else k, dtype, bad, keep_grad)]
     if isinstance(m, ShapeWorldResNet):
         parts = [("stem", m.stem), ("stages", m.stages), ("pool", m.pool), ("flatten", nn.Flatten()), ("fc", m.fc)]
-        return [op for k, c in parts for op in _convert(c, f"{name}.{k}" if name else k, dtype, bad)]
+        return [op for k, c in parts for op in _convert(c, f"{name}.{k}" if name else k, dtype, bad, keep_grad)]
     if isinstance(m, BasicBlock):
         sub = lambda k: f"{name}.{k}"  # noqa: E731
         main = [op for k in ("conv1", "bn1", "relu", "conv2", "bn2")
-                for op in _convert(getattr(m, k), sub(k), dtype, bad)]
-        return [Residual(main, _convert(m.shortcut, sub("shortcut"), dtype, bad)), ReLUOp()]
+                for op in _convert(getattr(m, k), sub(k), dtype, bad, keep_grad)]
+        return [Residual(main, _convert(m.shortcut, sub("shortcut"), dtype, bad, keep_grad)), ReLUOp()]
     if isinstance(m, nn.Linear):
-        return [LinearOp(m, dtype)]
+        return [LinearOp(m, dtype, keep_grad)]
     if isinstance(m, nn.Conv2d):
         if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
             bad.append(f"{label}: only groups=1, numeric zero padding is supported")
             return []
-        return [ConvOp(m, dtype)]
+        return [ConvOp(m, dtype, keep_grad)]
     if isinstance(m, nn.ReLU):
         return [ReLUOp()]
     if isinstance(m, nn.Flatten):
@@ -261,7 +286,7 @@ def _convert(m: nn.Module, name: str, dtype: torch.dtype, bad: list[str]) -> lis
         if m.training or m.running_mean is None:
             bad.append(f"{label}: needs eval mode with running statistics (call model.eval())")
             return []
-        return [_bn(m, dtype)]
+        return [_bn(m, dtype, keep_grad)]
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return [ModuleOp(m)]
     if isinstance(m, (nn.Identity, nn.Dropout)):
@@ -270,8 +295,11 @@ def _convert(m: nn.Module, name: str, dtype: torch.dtype, bad: list[str]) -> lis
     return []
 
 
-def to_ops(model: Any, dtype: torch.dtype = torch.float64) -> list[Op]:
+def to_ops(model: Any, dtype: torch.dtype = torch.float64, keep_grad: bool = False) -> list[Op]:
     """Convert a ``TorchModel`` / ``nn.Module`` (raw-input domain) into ops; one error lists every problem.
+
+    ``keep_grad=True`` keeps the ops' weights attached to the module's parameters, so bounds computed
+    through them are differentiable (certified training, :mod:`robustlab.defend.train.certified`).
 
     Raises:
         UnsupportedModelError: naming each unsupported module (name and type) with the fix.
@@ -299,7 +327,7 @@ def to_ops(model: Any, dtype: torch.dtype = torch.float64) -> list[Op]:
         ops.append(DiagOp(scale, (-m.to(dtype) * scale)))
     bad: list[str] = []
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    ops += _convert(module, "", dtype, bad)
+    ops += _convert(module, "", dtype, bad, keep_grad)
     if bad:
         raise UnsupportedModelError(
             f"IBP/CROWN cannot bound {len(bad)} module(s): " + "; ".join(bad),

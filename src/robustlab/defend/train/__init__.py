@@ -25,6 +25,7 @@ from robustlab.defend.train.generated import (
     generated_counts,
     train_with_generated,
 )
+from robustlab.defend.train.noise import GaussianAugmentation, gaussian_augmentation_train
 from robustlab.defend.train.pgd_at import PGDAT, pgd_examples
 from robustlab.defend.train.trades import TRADES, kl_divergence, trades_examples
 
@@ -46,4 +47,6 @@ __all__ = [
     "generate_dataset",
     "generated_counts",
     "train_with_generated",
+    "GaussianAugmentation",
+    "gaussian_augmentation_train",
 ]
