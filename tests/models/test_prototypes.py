@@ -131,3 +131,14 @@ def test_build_prototype_model_loads_state_dict(digits):
     assert torch.equal(fresh(digits.x[:5]), net(digits.x[:5]))
     rbf = build_prototype_model("rbf", (1, 8, 8), 10)
     assert isinstance(rbf, RBFNetwork) and rbf(digits.x[:3]).shape == (3, 10)
+
+
+def test_zoo_entry_trains_caches_and_reloads_the_robust_cbc():
+    from robustlab.models import zoo
+
+    model = zoo.load("digits-cbc-rbf", quick=True, progress=False)
+    again = zoo.load("digits-cbc-rbf", quick=True, progress=False)  # from the cache
+    assert isinstance(model.module, RobustCBC)
+    x = load_dataset("digits", n=20).x
+    assert torch.equal(model(x), again(x))
+    assert set(zoo.info("digits-cbc-rbf", quick=True)["certified_accuracy"]) == {"l2=0.25", "l2=0.5", "l2=1"}

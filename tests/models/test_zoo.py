@@ -66,7 +66,8 @@ def _weights(model):
 
 def test_names_and_unknown_name():
     assert zoo.names() == ["digits-mlp", "digits-cnn", "shapeworld-resnet", "digits-cnn-at", "digits-cnn-trades",
-                           "shapeworld-resnet-at", "text-tfidf-lr"]
+                           "shapeworld-resnet-at", "digits-mlp-ibp", "digits-cnn-crownibp", "shapeworld-cnn-ibp",
+                           "digits-cbc-rbf", "text-tfidf-lr"]
     with pytest.raises(ConfigError, match="digits-cnn") as err:
         zoo.load("digit-cnn")
     assert "did you mean" in str(err.value)

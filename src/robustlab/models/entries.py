@@ -54,6 +54,10 @@ _DIGITS_CNN = dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [
                    optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=50, augment={"max_shift": 1})
 _DIGITS_QUICK = {"epochs": 4, "train_n": 400, "test_n": 200}
 
+#: the robust CBC recipe (paper 36): model, loss and training settings of train_prototype_model
+_CBC = {"model": "cbc", "loss": "robust", "num_components": 20, "concepts_per_class": 2, "epochs": 40,
+        "batch_size": 128, "lr": 0.01, "robust_margin": 1.58}
+
 ENTRIES: dict[str, ZooEntry] = {
     "digits-mlp": ZooEntry(
         name="digits-mlp", dataset="digits", kind="torch", modality="image",
@@ -119,6 +123,52 @@ ENTRIES: dict[str, ZooEntry] = {
                "arch_kwargs": {"widths": [8, 16, 16], "blocks": 1, "stem_stride": 2},
                "adversarial": {"method": "pgd", "norm": "inf", "eps": 8 / 255, "steps": 2, "warmup_epochs": 0.5,
                                "init_from": "shapeworld-resnet"}},
+    ),
+    "digits-mlp-ibp": ZooEntry(
+        name="digits-mlp-ibp", dataset="digits", kind="torch", modality="image",
+        description="digits-mlp (64-256-256-10) with IBP certified training (Gowal et al. 2018), trained at L∞ "
+                    "eps 0.15, certified at 0.1; 1 epoch at eps 0, eps/kappa (1 -> 0.5) ramped over 15 epochs",
+        target_accuracy=0.9,
+        full=dict(_DIGITS, architecture="DigitsMLP", arch_kwargs={"hidden": [256, 256]}, optimizer="adam",
+                  schedule="cosine", lr=1e-3, weight_decay=0.0, epochs=40,
+                  certified={"method": "ibp", "eps": 0.1, "train_eps": 0.15, "warmup_epochs": 1, "ramp_epochs": 15}),
+        quick={"epochs": 4, "train_n": 400, "test_n": 200, "arch_kwargs": {"hidden": [64, 64]},
+               "certified": {"method": "ibp", "eps": 0.1, "train_eps": 0.15, "warmup_epochs": 0.5, "ramp_epochs": 2,
+                             "crown_n": 100}},
+    ),
+    "digits-cnn-crownibp": ZooEntry(
+        name="digits-cnn-crownibp", dataset="digits", kind="torch", modality="image",
+        description="small digits CNN (convs 16/32/32, linear 100) with CROWN-IBP certified training (Zhang et al. "
+                    "2020), L∞ eps 0.1; 2 epochs at eps 0, eps/kappa (1 -> 0)/beta (1 -> 0) ramped over 30 epochs",
+        target_accuracy=0.9,
+        full=dict(_DIGITS, architecture="DigitsCNN", arch_kwargs={"channels": [16, 32, 32], "hidden": 100},
+                  optimizer="adam", schedule="cosine", lr=1e-3, weight_decay=0.0, epochs=60,
+                  certified={"method": "crown-ibp", "eps": 0.1, "warmup_epochs": 2, "ramp_epochs": 30,
+                             "crown_n": 200}),
+        quick={"epochs": 4, "train_n": 400, "test_n": 200, "arch_kwargs": {"channels": [8, 16, 16], "hidden": 32},
+               "certified": {"method": "crown-ibp", "eps": 0.1, "warmup_epochs": 0.5, "ramp_epochs": 2,
+                             "crown_n": 50}},
+    ),
+    "shapeworld-cnn-ibp": ZooEntry(
+        name="shapeworld-cnn-ibp", dataset="shapeworld", kind="torch", modality="image",
+        description="small CNN (convs 8/16/32, strides 1/2/2, linear 64, no BatchNorm) on ShapeWorld 32x32 RGB with "
+                    "IBP certified training (Gowal et al. 2018), L∞ eps 1/255; eps, kappa (1 -> 0.5) ramped over 8 ep.",
+        target_accuracy=0.5,
+        full={"seed": 0, "data_seed": 0, "train_n": 10000, "test_n": 2000, "architecture": "DigitsCNN",
+              "arch_kwargs": {"channels": [8, 16, 32], "hidden": 64}, "optimizer": "adam", "schedule": "cosine",
+              "epochs": 20, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,
+              "certified": {"method": "ibp", "eps": 1 / 255, "warmup_epochs": 1, "ramp_epochs": 8, "crown_n": 0}},
+        quick={"epochs": 2, "train_n": 512, "test_n": 256, "arch_kwargs": {"channels": [4, 8, 8], "hidden": 16},
+               "certified": {"method": "ibp", "eps": 1 / 255, "warmup_epochs": 0.5, "ramp_epochs": 1, "crown_n": 0}},
+    ),
+    "digits-cbc-rbf": ZooEntry(
+        name="digits-cbc-rbf", dataset="digits", kind="torch", modality="image",
+        description="robust CBC with RBF foundations (Saralajew et al., AAAI 2025): 20 components, 2 reasoning "
+                    "concepts per class, robust loss (margin 1.58) on digits; certify with prototype_margin",
+        target_accuracy=0.88,
+        full={"seed": 0, "data_seed": 0, "train_n": None, "test_n": None, "architecture": "RobustCBC",
+              "prototype": _CBC},
+        quick={"train_n": 400, "test_n": 200, "prototype": dict(_CBC, epochs=8)},
     ),
     "text-tfidf-lr": ZooEntry(
         name="text-tfidf-lr", dataset="text-sentiment", kind="sklearn", modality="text",

@@ -9,7 +9,10 @@ last, so a killed training never leaves a cache that reads as finished; an unrea
 cache is retrained with a :class:`ZooCacheWarning`. ``quick=True`` gives a tiny variant for tests.
 Entries whose config has ``"adversarial"`` (``digits-cnn-at``, ``digits-cnn-trades``,
 ``shapeworld-resnet-at``) are trained by :func:`robustlab.defend.train.adversarial_train` and record
-their PGD-20 test accuracy at the training eps in ``meta.json["robust_accuracy"]``.
+their PGD-20 test accuracy at the training eps in ``meta.json["robust_accuracy"]``; entries whose config has
+``"certified"`` (``digits-mlp-ibp``, ``digits-cnn-crownibp``, ``shapeworld-cnn-ibp``) are trained by
+:func:`robustlab.defend.train.certified_train` and record their IBP / CROWN certified test accuracy in
+``meta.json["certified_accuracy"]``.
 
 Example::
 
@@ -144,6 +147,14 @@ def _check_meta(meta: dict[str, Any], entry: ZooEntry, quick: bool) -> None:
 
 def _build_torch(meta: dict[str, Any]) -> TorchModel:
     cfg = meta["config"]
+    if cfg.get("prototype"):  # prototype networks take raw inputs: certificates are in raw units
+        from robustlab.models.prototypes import build_prototype_model
+
+        p = cfg["prototype"]
+        module = build_prototype_model(p["model"], meta["in_shape"], meta["num_classes"],
+                                       num_components=p.get("num_components", 20),
+                                       concepts_per_class=p.get("concepts_per_class", 2))
+        return TorchModel(module, num_classes=meta["num_classes"])
     cls = ARCHITECTURES[cfg["architecture"]]
     kwargs = dict(cfg.get("arch_kwargs", {}), num_classes=meta["num_classes"])
     if cls is ShapeWorldResNet:
@@ -226,9 +237,19 @@ def _train(entry: ZooEntry, quick: bool, device: str, progress: bool) -> tuple[M
         dims = [0] + list(range(2, x.dim()))
         meta.update(in_shape=list(x.shape[1:]), mean=x.mean(dim=dims).tolist(),
                     std=x.std(dim=dims).clamp_min(1e-3).tolist())
+        if cfg.get("prototype"):
+            meta.update(mean=None, std=None)
         model = _build_torch(meta | {"config": _jsonable(cfg)})
-        if cfg.get("adversarial"):
+        if cfg.get("prototype"):
+            from robustlab.models.prototypes import train_prototype_model
+
+            module, history = train_prototype_model(train.x, train.y, num_classes=train.num_classes,
+                                                    seed=cfg["seed"], **cfg["prototype"])
+            model = TorchModel(module.to(device), num_classes=train.num_classes)
+        elif cfg.get("adversarial"):
             history = _adversarial_fit(model, train, cfg, quick, device, progress)
+        elif cfg.get("certified"):
+            history = _certified_fit(model, train, cfg, device, progress)
         else:
             history = train_classifier(
                 model, train, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -241,11 +262,19 @@ def _train(entry: ZooEntry, quick: bool, device: str, progress: bool) -> tuple[M
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.module.state_dict().items()}, buf)
         blob = buf.getvalue()
-        meta["history"] = {k: history[k] for k in ("loss", "acc", "clean_acc", "adv_acc", "eps", "epochs", "steps")
-                           if k in history}
+        meta["history"] = {k: history[k] for k in ("loss", "acc", "clean_acc", "adv_acc", "cert_acc", "eps", "epochs",
+                                                   "steps") if k in history}
         if cfg.get("adversarial"):
             meta["robust_accuracy"] = _robust_test_accuracy(model, test, cfg["adversarial"])
             meta["init_from"] = history["init_from"]  # the fine-tuned base model, or None
+        if cfg.get("certified"):
+            meta["certified_accuracy"] = _certified_test_accuracy(model, test, cfg["certified"])
+        if cfg.get("prototype"):
+            from robustlab.certify.prototypes import certified_radius
+
+            radius = certified_radius(model, test.x.to(device), test.y.to(device), norm="2").cpu()
+            meta["certified_accuracy"] = {f"l2={e:g}": round(float((radius > e).float().mean()), 6)
+                                          for e in (0.25, 0.5, 1.0)}
     meta.update(test_accuracy=round(acc, 6), train_seconds=round(train_seconds, 3),
                 train_cpu_seconds=round(cpu_seconds, 3),
                 meets_target=None if quick else bool(acc >= entry.target_accuracy),
@@ -287,6 +316,40 @@ def _robust_test_accuracy(model: TorchModel, test: Any, adv: dict[str, Any]) -> 
     return {"attack": "pgd", "steps": 20, "norm": str(norm), "eps": eps, "n": len(test), "value": round(value, 6)}
 
 
+def _certified_fit(model: TorchModel, train: Any, cfg: dict[str, Any], device: str, progress: bool) -> dict[str, Any]:
+    """Certified training (IBP / CROWN-IBP) for entries whose config has ``"certified": {"method", "eps",
+    "train_eps", ...}`` (``eps``: the certified radius recorded in ``meta.json``; ``train_eps``, default ``eps``:
+    the training radius; ``crown_n``: not a training setting; the rest: :class:`CertifiedTraining` fields)."""
+    from robustlab.defend.train import certified_train
+    from robustlab.models.training import make_augment
+
+    cert = {k: v for k, v in cfg["certified"].items() if k not in ("eps", "train_eps", "crown_n")}
+    eps = float(cfg["certified"].get("train_eps", cfg["certified"]["eps"]))
+    return certified_train(model, train, eps=eps, **cert, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                           lr=cfg["lr"], weight_decay=cfg["weight_decay"], seed=cfg["seed"], device=device,
+                           progress=progress, augment=make_augment(cfg.get("augment")), optimizer=cfg["optimizer"],
+                           schedule=cfg["schedule"])
+
+
+def _certified_test_accuracy(model: TorchModel, test: Any, cert: dict[str, Any]) -> dict[str, Any]:
+    """Certified test accuracy at the entry's L∞ ``eps`` (recorded in ``meta.json``): IBP on the whole split;
+    CROWN-IBP (CROWN with IBP pre-activation bounds) for CROWN-IBP entries; full CROWN on the first ``crown_n``
+    test examples (default all; 0 skips it)."""
+    from robustlab.defend.train import certified_accuracy
+
+    eps = float(cert["eps"])
+    out: dict[str, Any] = {"method": cert["method"], "norm": "inf", "eps": eps,
+                           "train_eps": float(cert.get("train_eps", eps)), "n": len(test),
+                           "ibp": round(certified_accuracy(model, test, eps=eps, method="ibp"), 6)}
+    if cert["method"] == "crown-ibp":
+        out["crown_ibp"] = round(certified_accuracy(model, test, eps=eps, method="crown", intermediate="ibp"), 6)
+    crown_n = min(int(cert.get("crown_n", len(test))), len(test))
+    if crown_n > 0:
+        out["crown"] = round(certified_accuracy(model, test.x[:crown_n], test.y[:crown_n], eps=eps, method="crown"), 6)
+        out["crown_n"] = crown_n
+    return out
+
+
 def load(name: str, *, device: str = "cpu", quick: bool = False, progress: bool = True,
          retrain: bool = False) -> Model:
     """A zoo model, loaded from the cache or trained (and cached) on first use.
@@ -294,7 +357,8 @@ def load(name: str, *, device: str = "cpu", quick: bool = False, progress: bool 
     Args:
         name: one of :func:`names` (``"digits-mlp"``, ``"digits-cnn"``, ``"shapeworld-resnet"``,
             ``"text-tfidf-lr"``, and the adversarially trained ``"digits-cnn-at"``,
-            ``"digits-cnn-trades"``, ``"shapeworld-resnet-at"``).
+            ``"digits-cnn-trades"``, ``"shapeworld-resnet-at"``; the certifiably trained ``"digits-mlp-ibp"``,
+            ``"digits-cnn-crownibp"``, ``"shapeworld-cnn-ibp"``).
         device: where the model runs (and trains, if it must).
         quick: a tiny variant for tests (seconds to train, lower accuracy), cached separately.
         progress: show a progress bar and a note on stderr while training.
@@ -344,7 +408,7 @@ def info(name: str, *, quick: bool = False) -> dict[str, Any]:
         "target_accuracy": None if quick else entry.target_accuracy,
         "cache_path": str(folder / ("model.pkl" if entry.kind == "sklearn" else "model.pt")),
         "cached": False, "test_accuracy": None, "train_seconds": None, "meets_target": None,
-        "robust_accuracy": None,
+        "robust_accuracy": None, "certified_accuracy": None,
     }
     try:
         meta = _read_meta(folder)
@@ -353,7 +417,8 @@ def info(name: str, *, quick: bool = False) -> dict[str, Any]:
             out.update(cached=True, test_accuracy=meta["test_accuracy"], train_seconds=meta["train_seconds"],
                        meets_target=meta["meets_target"], test_n=meta["test_n"], train_n=meta["train_n"],
                        versions=meta["versions"], created=meta["created"],
-                       robust_accuracy=meta.get("robust_accuracy"))
+                       robust_accuracy=meta.get("robust_accuracy"),
+                       certified_accuracy=meta.get("certified_accuracy"))
     except Exception as exc:  # noqa: BLE001 - a broken cache is reported, not raised: load() will rebuild it
         out["cache_problem"] = str(exc)
     return out

@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from robustlab.certify.bounds import bound_margins, margin_spec
+from robustlab.certify.bounds import bound_margins
 from robustlab.certify.tightness import expected_dln_tightness, tightness
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.core.threat import LpBall
 from robustlab.data import load_dataset
+from robustlab.defend.train.certified import certified_train, margin_lower_bounds, worst_case_logits
 from robustlab.papers.base import Claim, Reproduction
 
 __all__ = ["FULL", "QUICK", "Setup", "gaussian_net", "ibp_logits", "ibp_train", "mlp", "reproduce"]
@@ -87,26 +87,11 @@ def mlp(d_in: int, width: int, num_classes: int, generator: torch.Generator) -> 
 def ibp_logits(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """Differentiable IBP worst-case logits (B, K): ``-lower(z_y - z_j)`` with 0 at y (Gowal et al., 2018).
 
-    ``net`` is Flatten / Linear / ReLU only; the box is ``[x - eps, x + eps] ∩ [0, 1]``; the margin
-    specification is elided into the last Linear layer.
+    The box is ``[x - eps, x + eps] ∩ [0, 1]``; the margin specification is elided into the last Linear
+    layer. Robustlab's certified-training bounds
+    (:func:`robustlab.defend.train.certified.margin_lower_bounds`, ``method="ibp"``).
     """
-    lo, hi = (x - eps).clamp(0, 1).flatten(1), (x + eps).clamp(0, 1).flatten(1)
-    mid, rad = (lo + hi) / 2, (hi - lo) / 2
-    mods = [m for m in net if not isinstance(m, nn.Flatten)]
-    for m in mods[:-1]:
-        if isinstance(m, nn.Linear):
-            mid, rad = F.linear(mid, m.weight, m.bias), F.linear(rad, m.weight.abs())
-        else:  # ReLU
-            lo, hi = F.relu(mid - rad), F.relu(mid + rad)
-            mid, rad = (lo + hi) / 2, (hi - lo) / 2
-    last = mods[-1]
-    c = margin_spec(y, last.out_features, dtype=x.dtype)  # (B, K-1, K)
-    cw = c @ last.weight
-    lower = (cw @ mid.unsqueeze(-1)).squeeze(-1) + c @ last.bias - (cw.abs() @ rad.unsqueeze(-1)).squeeze(-1)
-    k = last.out_features
-    others = torch.arange(k, device=y.device).expand(len(y), -1)
-    others = others[others != y.view(-1, 1)].view(len(y), k - 1)
-    return torch.zeros(len(y), k, dtype=x.dtype, device=x.device).scatter(1, others, -lower)
+    return worst_case_logits(margin_lower_bounds(net, x, y, LpBall("inf", eps), method="ibp"), y)
 
 
 def ibp_train(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, *, eps: float, epochs: int, ramp_epochs: int,
@@ -114,28 +99,14 @@ def ibp_train(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, *, eps: floa
     """Train ``net`` in place: Adam, loss ``kappa CE(z) + (1 - kappa) CE(z_worst)``; ``eps = 0`` is standard CE.
 
     eps rises linearly from 0 to ``eps`` and kappa from 1 to ``kappa_end`` over the first ``ramp_epochs``
-    (per step), as in Gowal et al. (2018) and the spec's CPU setup.
+    (per step), as in Gowal et al. (2018) and the spec's CPU setup: robustlab's
+    :func:`~robustlab.defend.train.certified.certified_train` (IBP, no eps-0 warm-up, constant lr,
+    grad-clip 10, the given init and ``generator`` for shuffling).
     """
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps_per_epoch = max(1, len(x) // batch_size)
-    ramp = max(1, ramp_epochs * steps_per_epoch)
-    step = 0
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=generator)
-        for s in range(steps_per_epoch):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            frac = min(1.0, step / ramp)
-            loss = F.cross_entropy(net(xb), yb)
-            if eps > 0:
-                kappa = 1.0 - (1.0 - kappa_end) * frac
-                loss = kappa * loss + (1 - kappa) * F.cross_entropy(ibp_logits(net, xb, yb, eps * frac), yb)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
-            step += 1
+    certified_train(net, x, y, method="ibp", eps=eps, epochs=epochs, warmup_epochs=0, ramp_epochs=ramp_epochs,
+                    batch_size=batch_size, lr=lr, optimizer="adam", weight_decay=0.0, schedule="constant",
+                    grad_clip=10.0, kappa_start=1.0, kappa_end=kappa_end, generator=generator, init=False,
+                    progress=False)
     return net.eval()
 
 
