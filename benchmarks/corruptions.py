@@ -29,6 +29,7 @@ Run::
 
     python benchmarks/corruptions.py --json > corruptions.json     # table on stderr, JSON on stdout
     python benchmarks/corruptions.py --n 8 --quick --repeats 1 --json   # seconds, for smoke tests
+    python benchmarks/corruptions.py --only spatter,jpeg_compression    # a subset (suite totals then cover it only)
 """
 
 from __future__ import annotations
@@ -103,11 +104,30 @@ def _robustlab(name: str, table: str, x: torch.Tensor, severities: Sequence[int]
         return None, f"{type(e).__name__}: {e}"
 
 
+def _import_peer() -> Callable[..., Any]:
+    """``imagecorruptions.corrupt``; shims ``pkg_resources.resource_filename`` where setuptools ≥ 81 lacks it."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:  # imagecorruptions 1.1.2 imports it only to locate its frost photographs
+        import os
+        import types
+
+        def resource_filename(package: str, resource: str) -> str:
+            spec = importlib.util.find_spec(package)
+            return os.path.join(os.path.dirname(spec.origin), resource)
+
+        sys.modules["pkg_resources"] = types.SimpleNamespace(resource_filename=resource_filename)
+    from imagecorruptions import corrupt
+
+    return corrupt
+
+
 def _peer(name: str, images: Any, severity: int, seed: int, repeats: int, budget: float,
           probe: int) -> tuple[float | None, str | None, bool]:
     """imagecorruptions' seconds for ``name`` looped over ``images`` (N, H, W, 3 uint8), error, extrapolated."""
     import numpy as np
-    from imagecorruptions import corrupt
+
+    corrupt = _import_peer()
 
     def run(k: int) -> None:
         np.random.seed(seed)
@@ -134,6 +154,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     x = ds.x.float().contiguous()
     n = int(x.shape[0])
     names = image_corruptions()
+    if args.only:
+        wanted = [c.strip() for c in args.only.split(",") if c.strip()]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise SystemExit(f"--only: unknown corruptions {unknown}; known: {names}")
+        names = [c for c in names if c in wanted]
     pv = peer_version()
     out: dict[str, Any] = {
         "benchmark": "corruptions", "dataset": "shapeworld/test", "n": n, "image_shape": list(x.shape[1:]),
@@ -240,6 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peer-budget", type=float, default=60.0,
                     help="seconds above which a peer corruption is timed on --peer-probe images and scaled")
     ap.add_argument("--peer-probe", type=int, default=20, help="images timed first to estimate a peer's cost")
+    ap.add_argument("--only", default="", help="comma-separated corruptions to run (default: all)")
     ap.add_argument("--quick", action="store_true", help="skip the ImageNet-table suite total (smoke tests)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

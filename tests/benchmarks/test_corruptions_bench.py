@@ -79,3 +79,11 @@ def test_quick_run_with_peer_fills_or_explains_every_comparison(bench, capsys):
         if sp is not None:
             assert sp == pytest.approx(report[f"imagecorruptions_seconds[{c}]"] / report[f"seconds[{c}]"])
     assert report["min_speedup"] <= report["median_speedup"]
+
+
+def test_only_runs_the_named_corruptions(bench, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "peer_version", lambda: None)
+    report, _ = _run(bench, capsys, "--n", "2", "--only", "frost,pixelate")
+    assert report["corruptions"] == ["frost", "pixelate"]
+    with pytest.raises(SystemExit, match="unknown"):
+        bench.main(["--quick", "--quiet", "--n", "2", "--only", "no_such_corruption"])

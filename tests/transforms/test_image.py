@@ -282,3 +282,53 @@ def test_numpy_and_tensor_severities():
     ref = t(x, severity=3, generator=torch_generator(0))
     for s in (np.int64(3), np.float64(3.0), torch.tensor(3), 3.0):
         assert torch.equal(t(x, severity=s, generator=torch_generator(0)), ref)
+
+
+@pytest.mark.parametrize("mode", ["replicate", "reflect"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kshape", [(1, 9), (7, 1), (3, 3), (15, 15)])
+def test_conv_same_fast_paths_match_conv2d(mode, dtype, kshape):
+    """Banded matrices (1-D), shifted sums (small float64) and FFT (large) equal a padded conv2d."""
+    import torch.nn.functional as F
+
+    from robustlab.transforms.image import _conv_same
+
+    x = images(3, 2, 17, seed=3, dtype=dtype)[..., :16]  # non-square 17×16
+    k = torch.rand(kshape, generator=torch_generator(4), dtype=torch.float64)
+    k[0, 0] = 0.0  # a zero tap is skipped by the shifted sums
+    kh, kw = kshape
+    y = F.pad(x.reshape(6, 1, 17, 16), (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+    ref = F.conv2d(y.double(), k[None, None]).reshape(3, 2, 17, 16)
+    out = _conv_same(x, k, mode)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.allclose(out.double(), ref, atol=1e-12 if dtype == torch.float64 else 2e-5)
+
+
+def test_parallel_draws_do_not_depend_on_the_thread_count():
+    from robustlab.transforms import image as mod
+
+    x = images(40, 3, 64, seed=1)  # 491520 values: drawn in chunks
+    assert x.numel() >= mod.PARALLEL_DRAW_MIN
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append([registry.create(n)(x, severity=3, generator=torch_generator(9))
+                         for n in ("shot_noise", "impulse_noise")])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+    # the chunks are independent: no two chunks repeat each other's noise
+    y = outs[0][1].reshape(-1) != x.reshape(-1)
+    q = y.numel() // mod.DRAW_CHUNKS
+    assert not torch.equal(y[:q], y[q:2 * q])
+
+
+def test_shot_noise_large_batch_statistics():
+    x = torch.full((30, 3, 64, 64), 0.25)  # chunked Poisson draws
+    y = ShotNoise(table="imagenet")(x, severity=3, generator=torch_generator(0))  # c = 12: Poisson(3) / 12
+    counts = (y * 12).round()
+    assert torch.allclose(y * 12, counts, atol=1e-4)
+    assert float(counts.mean()) == pytest.approx(3.0, rel=0.01) and float(counts.var()) == pytest.approx(3.0, rel=0.02)
+    assert float((counts == 0).float().mean()) == pytest.approx(float(np.exp(-3.0)), rel=0.03)

@@ -294,3 +294,29 @@ def test_cuda(name):
     # a CPU generator also works on CUDA inputs and gives the CPU result
     y_cpu = t(x.cpu(), severity=3, generator=torch_generator(0))
     assert torch.allclose(t(x, severity=3, generator=torch_generator(0)).cpu(), y_cpu, atol=1e-4)
+
+
+def test_jpeg_quantisation_rounds_ties_away_from_zero_like_libjpeg():
+    from robustlab.transforms.image_digital import _quantise_blocks
+
+    # a flat block of 12 (level-shifted) has DC coefficient 8·12 = 96; with a DC step of 64 that is
+    # 1.5 steps: libjpeg rounds to 2 (128 → flat 16), round-half-even would too; -96 must go to -2
+    table = torch.full((8, 8), 64.0, dtype=torch.float64)
+    for v, want in ((12.0, 16.0), (-12.0, -16.0), (4.0, 8.0), (-4.0, -8.0)):  # 4: DC 32 = 0.5 steps → 1
+        out = _quantise_blocks(torch.full((1, 1, 8, 8), v, dtype=torch.float64), table)
+        assert torch.allclose(out, torch.full_like(out, want), atol=1e-9), (v, out[0, 0, 0, 0])
+
+
+def test_pixelate_single_matrix_form_matches_shrink_then_enlarge():
+    from robustlab.transforms.image_digital import _box_enlarge_index
+
+    x = images(2, 3, 8, seed=2)
+    x = torch.nn.functional.interpolate(x, size=(21, 30), mode="bilinear")
+    for table in ("cifar", "imagenet"):
+        t = Pixelate(table=table)
+        for s in (1, 3, 5):
+            c = t.parameter(s)
+            sh, sw = max(1, int(21 * c)), max(1, int(30 * c))
+            small = box_shrink_matrix(21, sh).float() @ x @ box_shrink_matrix(30, sw).float().T
+            ref = small[..., _box_enlarge_index(sh, 21, x.device)[:, None], _box_enlarge_index(sw, 30, x.device)]
+            assert torch.allclose(t(x, severity=s), ref.clamp(0, 1), atol=1e-6)

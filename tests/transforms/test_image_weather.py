@@ -1,4 +1,4 @@
-"""Tests of fog and snow (robustlab.transforms.image_weather)."""
+"""Tests of fog, snow, spatter and frost (robustlab.transforms.image_weather)."""
 
 import itertools
 
@@ -9,9 +9,20 @@ from robustlab.core import registry
 from robustlab.core.errors import ConfigError
 from robustlab.core.rng import torch_generator
 from robustlab.transforms.image import ImageCorruption
-from robustlab.transforms.image_weather import Fog, Snow, Spatter, _equalise, canny, edge_distance, plasma_fractal
+from robustlab.transforms.image_weather import (
+    WEATHER_TABLES,
+    Fog,
+    Frost,
+    Snow,
+    Spatter,
+    _equalise,
+    canny,
+    edge_distance,
+    frost_texture,
+    plasma_fractal,
+)
 
-NAMES = ["fog", "snow", "spatter"]
+NAMES = ["fog", "snow", "spatter", "frost"]
 
 
 def images(n=4, c=3, size=32, seed=0):
@@ -222,3 +233,60 @@ def test_equalise_like_opencv():
     assert _equalise(img).flatten().tolist() == [0.0, 0.0, 128.0, 255.0]
     flat = torch.full((1, 1, 3, 3), 77.0)
     assert torch.equal(_equalise(flat), flat)
+
+
+@pytest.mark.parametrize("size", [8, 32, 224])
+def test_frost_texture_statistics(size):
+    """Bright, bluish white (B > G > R), textured, seeded, in [0, 1] — like the reference photographs."""
+    f = frost_texture(3, size, size + 5, torch_generator(0))
+    assert f.shape == (3, 3, size, size + 5) and f.dtype == torch.float32
+    assert float(f.min()) >= 0 and float(f.max()) <= 1
+    m = f.mean(dim=(0, 2, 3))
+    assert float(m[2]) > float(m[1]) > float(m[0]) and 0.35 < float(f.mean()) < 0.85
+    assert 0.05 < float(f.std(dim=(2, 3)).mean()) < 0.25
+    assert torch.equal(f, frost_texture(3, size, size + 5, torch_generator(0)))
+    assert not torch.equal(f[0], f[1]) and not torch.equal(f, frost_texture(3, size, size + 5, torch_generator(1)))
+
+
+@pytest.mark.parametrize("table", ["cifar", "imagenet"])
+def test_frost_blend_follows_the_table(table):
+    # on a black image the output is c1·frost: the same texture scaled by the table's frost weight
+    t = Frost(table=table)
+    x = torch.zeros(2, 3, 32, 32)
+    frost = t(x, severity=1, generator=torch_generator(3)) / WEATHER_TABLES[table]["frost"][0][1]
+    for s in range(1, 6):
+        c0, c1 = WEATHER_TABLES[table]["frost"][s - 1]
+        assert t.parameter(s) == (c0, c1)
+        y = t(x, severity=s, generator=torch_generator(3))
+        assert torch.allclose(y, (c1 * frost).clamp(0, 1), atol=1e-6)
+    c1_half = WEATHER_TABLES[table]["frost"][0][1] / 2
+    assert t.parameter(0) == (1.0, 0.0) and t.parameter(0.5) == pytest.approx((1.0, c1_half))
+    # on any image: c0·x + c1·frost, clipped
+    x = images(2, 3, 32, seed=5)
+    c0, c1 = t.parameter(4)
+    assert torch.allclose(t(x, severity=4, generator=torch_generator(3)), (c0 * x + c1 * frost).clamp(0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("table", ["cifar", "imagenet"])
+def test_frost_severity_monotone(table):
+    """The frost share c1/(c0 + c1) grows with severity: the output moves away from the image, towards the frost."""
+    x = images(4, 3, 32, seed=6)
+    t = Frost(table=table)
+    share = [c1 / (c0 + c1) for c0, c1 in WEATHER_TABLES[table]["frost"]]
+    assert all(a < b for a, b in itertools.pairwise(share))
+    corr = []
+    for s in range(6):
+        y = t(x, severity=s, generator=torch_generator(2))
+        yc, xc = y - y.mean(), x - x.mean()
+        corr.append(float((yc * xc).sum() / (yc.norm() * xc.norm())))
+    # CIFAR-10-C's levels 3 and 4 differ only by c0 = 0.9 vs 0.85 (shares 0.31 vs 0.32): allow a tie there
+    assert corr[0] == pytest.approx(1.0, abs=1e-5) and all(a > b - 1e-3 for a, b in itertools.pairwise(corr)), corr
+    assert corr[1] > corr[3] > corr[5]
+
+
+def test_frost_grey_images_get_the_luma():
+    x = images(2, 1, 16, seed=1)
+    y = Frost()(x, severity=5, generator=torch_generator(0))
+    f = frost_texture(2, 16, 16, torch_generator(0))
+    luma = 0.299 * f[:, :1] + 0.587 * f[:, 1:2] + 0.114 * f[:, 2:]
+    assert torch.allclose(y, (0.75 * x + 0.45 * luma).clamp(0, 1), atol=1e-6)

@@ -15,11 +15,14 @@ Conventions shared by every corruption here:
   interpolates linearly between the neighbouring levels' parameters (level 0 = the identity
   parameter). Anything else raises :class:`~robustlab.core.errors.ConfigError`.
 - randomness is drawn from the given ``torch.Generator`` (on the generator's device, float32, then
-  moved to ``x``'s device), so the same seed gives the same output whatever the dtype.
+  moved to ``x``'s device), so the same seed gives the same output whatever the dtype. Large uniform
+  and Poisson draws on CPU are split into ``DRAW_CHUNKS`` fixed chunks with generators seeded from
+  the given one, drawn in parallel threads: the output does not depend on the thread count.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -86,15 +89,47 @@ def _as_images(x: object, name: str) -> torch.Tensor:
     return x
 
 
+#: CPU draws of at least this many values are split into ``DRAW_CHUNKS`` fixed chunks, each with its own
+#: generator seeded from the caller's, drawn on a thread pool (the samples do not depend on the thread count)
+PARALLEL_DRAW_MIN = 1 << 17
+DRAW_CHUNKS = 4
+
+
+def _chunked_draw(numel: int, generator: torch.Generator, draw) -> torch.Tensor:
+    """``draw(start, stop, gen)`` for fixed chunks of ``range(numel)`` (threads on CPU), concatenated (flat)."""
+    if generator.device.type != "cpu" or numel < PARALLEL_DRAW_MIN:
+        return draw(0, numel, generator)
+    seeds = torch.randint(0, 2**62, (DRAW_CHUNKS,), generator=generator).tolist()
+    bounds = [numel * i // DRAW_CHUNKS for i in range(DRAW_CHUNKS + 1)]
+
+    def one(i: int) -> torch.Tensor:
+        return draw(bounds[i], bounds[i + 1], torch.Generator().manual_seed(int(seeds[i])))
+
+    workers = min(torch.get_num_threads(), DRAW_CHUNKS)
+    if workers <= 1:
+        parts = [one(i) for i in range(DRAW_CHUNKS)]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(one, range(DRAW_CHUNKS)))
+    return torch.cat(parts)
+
+
 def _draw(kind: str, like: torch.Tensor, generator: torch.Generator, rate: torch.Tensor | None = None):
-    """Seeded noise shaped like ``like``: drawn in float32 on the generator's device, then moved."""
+    """Seeded noise shaped like ``like``: drawn in float32 on the generator's device, then moved.
+
+    Uniform and Poisson draws of many values are split into fixed chunks drawn in parallel (see
+    :func:`_chunked_draw`); the torch CPU samplers are single-threaded.
+    """
     dev = generator.device
     if kind == "normal":
         t = torch.randn(like.shape, generator=generator, device=dev, dtype=torch.float32)
     elif kind == "uniform":
-        t = torch.rand(like.shape, generator=generator, device=dev, dtype=torch.float32)
+        t = _chunked_draw(like.numel(), generator, lambda a, b, g: torch.rand(
+            b - a, generator=g, device=dev, dtype=torch.float32)).reshape(like.shape)
     else:  # poisson with the given rate
-        t = torch.poisson(rate.to(device=dev, dtype=torch.float32), generator=generator)
+        flat = rate.to(device=dev, dtype=torch.float32).reshape(-1)
+        t = _chunked_draw(flat.numel(), generator,
+                          lambda a, b, g: torch.poisson(flat[a:b], generator=g)).reshape(like.shape)
     return t.to(device=like.device, dtype=like.dtype)
 
 
@@ -168,7 +203,7 @@ class ShotNoise(ImageCorruption):
 
     c (photons at full intensity) per severity 1..5 — CIFAR-10-C: 500, 250, 100, 75, 50; ImageNet-C:
     60, 25, 12, 5, 3. Fractional severities interpolate 1/c (the noise variance scale), level 0 being
-    1/c = 0 (no noise).
+    1/c = 0 (no noise). Exact Poisson draws (``torch.poisson``), in parallel chunks on large batches.
     """
 
     name = "shot_noise"
@@ -191,16 +226,18 @@ class ImpulseNoise(ImageCorruption):
 
     From Hendrycks & Dietterich (ICLR 2019), who use ``skimage.util.random_noise(mode='s&p')``.
     c per severity 1..5 — CIFAR-10-C: 0.01, 0.02, 0.03, 0.05, 0.07; ImageNet-C: 0.03, 0.06, 0.09,
-    0.17, 0.27. Each pixel of each channel is hit independently.
+    0.17, 0.27. Each pixel of each channel is hit independently. One uniform draw u per value decides
+    both (hit if u < c, salt if u < c/2), the same distribution as two independent draws.
     """
 
     name = "impulse_noise"
     stochastic = True
 
     def _apply(self, x, severity, generator):
-        hit = _draw("uniform", x, generator) < self.parameter(severity)
-        salt = _draw("uniform", x, generator) < 0.5
-        return torch.where(hit, salt.to(x.dtype), x)
+        # one uniform u per value: hit when u < c, salt when u < c/2 (given a hit, u/c is uniform)
+        c = self.parameter(severity)
+        u = _draw("uniform", x, generator)
+        return torch.where(u < c, (u < 0.5 * c).to(x.dtype), x)
 
 
 @register("transform", "speckle_noise")
@@ -230,12 +267,71 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     return k / k.sum()
 
 
+#: 2-D kernels with at least this many taps (both sides > 1) are applied by FFT, not direct convolution
+FFT_MIN_TAPS = 64
+
+
+def _fast_size(n: int) -> int:
+    """The smallest ``m ≥ n`` whose prime factors are 2, 3 and 5 (a fast FFT length)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+_BANDS: dict[tuple, torch.Tensor] = {}
+
+
+def _band_matrix(kernel: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    """``(n, n)`` float64 matrix of the 1-D correlation with odd-sized ``kernel`` after ``mode`` padding (cached)."""
+    key = (tuple(kernel.reshape(-1).tolist()), n, mode)
+    if key not in _BANDS:
+        if len(_BANDS) > 256:
+            _BANDS.clear()
+        _BANDS[key] = _band_matrix_uncached(kernel, n, mode)
+    return _BANDS[key]
+
+
+def _band_matrix_uncached(kernel: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    r = kernel.numel() // 2
+    eye = torch.eye(n, dtype=torch.float64)[:, None, None, :]  # n signals, each a unit impulse
+    y = F.pad(eye, (r, r, 0, 0), mode=mode) if r else eye
+    return F.conv2d(y, kernel.to(torch.float64).reshape(1, 1, 1, -1))[:, 0, 0, :].T
+
+
 def _conv_same(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel of ``x (N, C, H, W)`` with the odd-sized 2-D ``kernel``, same size out."""
+    """Correlate every channel of ``x (N, C, H, W)`` with the odd-sized 2-D ``kernel``, same size out.
+
+    Large 2-D kernels (≥ ``FFT_MIN_TAPS`` taps) use an exact FFT correlation of the padded image (the
+    circular wrap never reaches the kept outputs); the rest a direct ``conv2d``. Same result up to
+    float rounding.
+    """
     n, c, h, w = x.shape
     kh, kw = kernel.shape
+    if (kh == 1 or kw == 1) and x.dtype in (torch.float32, torch.float64):  # 1-D: one banded matrix product
+        if kh == 1:
+            return x @ _band_matrix(kernel.reshape(-1), w, mode).to(dtype=x.dtype, device=x.device).T
+        return _band_matrix(kernel.reshape(-1), h, mode).to(dtype=x.dtype, device=x.device) @ x
     y = F.pad(x.reshape(n * c, 1, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
-    return F.conv2d(y, kernel.to(dtype=x.dtype, device=x.device)[None, None]).reshape(n, c, h, w)
+    k = kernel.to(dtype=x.dtype, device=x.device)
+    if kh * kw <= 9 and x.dtype == torch.float64:  # small kernels: shifted sums (conv2d has no fast float64 path)
+        out = None
+        kv = k.tolist()
+        for a, b in torch.nonzero(k).tolist():
+            term = y[:, 0, a:a + h, b:b + w] * kv[a][b]
+            out = term if out is None else out.add_(term)
+        return (torch.zeros_like(x) if out is None else out).reshape(n, c, h, w)
+    if kh > 1 and kw > 1 and kh * kw >= FFT_MIN_TAPS and x.dtype in (torch.float32, torch.float64):
+        hp, wp = y.shape[-2:]
+        size = (_fast_size(hp), _fast_size(wp))
+        spec = torch.fft.rfft2(y[:, 0], s=size) * torch.fft.rfft2(k, s=size).conj()
+        return torch.fft.irfft2(spec, s=size)[:, :h, :w].reshape(n, c, h, w)
+    return F.conv2d(y, k[None, None]).reshape(n, c, h, w)
 
 
 def _fit_kernel(kernel: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -52,7 +52,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
     Output pixel = Σ_i k_i · x(p + round(i·(cos a, sin a))) for taps i = 0 .. 2·ceil(radius), with a
     one-sided Gaussian ``k_i ∝ exp(−i²/(2σ²))`` (normalised), ``a = angle[n]`` in degrees (0 = along
     +x, i.e. to the right; positive turns towards +y, down) and edge pixels repeated outside the image
-    (ImageMagick's default virtual pixels). ``sigma = 0`` is the identity. Loops over taps only.
+    (ImageMagick's default virtual pixels). ``sigma = 0`` is the identity. Loops over taps only; each
+    tap is one flat ``gather`` from the edge-padded batch with a per-image offset.
     """
     width = 2 * math.ceil(radius) + 1 if radius > 0 else 1
     taps = torch.arange(width, dtype=torch.float64)
@@ -61,20 +62,23 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
     n, c, h, w = x.shape
     r = width - 1
     xp = F.pad(x, (r, r, r, r), mode="replicate") if r > 0 else x
+    hp, wp = h + 2 * r, w + 2 * r
+    flat = xp.reshape(n, c, hp * wp)
     theta = angle.to(device=x.device, dtype=torch.float64) * (math.pi / 180)
-    rows0 = torch.arange(h, device=x.device)[None, :] + r
-    cols0 = torch.arange(w, device=x.device)[None, :] + r
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    out = torch.zeros_like(x)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    # flat index of every output pixel in the padded image, shifted per image and tap
+    base = ((torch.arange(h, device=x.device)[:, None] + r) * wp
+            + torch.arange(w, device=x.device)[None, :] + r).reshape(1, h * w)
+    out = None
     for i, weight in enumerate(k):
         if weight < 1e-12:  # negligible far taps of a narrow Gaussian
             continue
-        dx = torch.ceil(i * torch.cos(theta) - 0.5).long()[:, None]
-        dy = torch.ceil(i * torch.sin(theta) - 0.5).long()[:, None]
-        rows, cols = rows0 + dy, cols0 + dx  # (N, H), (N, W)
-        shifted = xp[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-        out = out + weight * shifted.permute(0, 3, 1, 2)
-    return out
+        dx = torch.ceil(i * cos - 0.5).long()
+        dy = torch.ceil(i * sin - 0.5).long()
+        idx = (base + (dy * wp + dx)[:, None])[:, None, :].expand(n, c, h * w)
+        shifted = flat.gather(2, idx)
+        out = shifted.mul_(weight) if out is None else out.add_(shifted, alpha=weight)
+    return out.reshape(n, c, h, w)
 
 
 @register("transform", "motion_blur")

@@ -86,10 +86,13 @@ class Pixelate(_Digital):
         c = self.parameter(severity)
         h, w = x.shape[-2:]
         sh, sw = max(1, int(h * c)), max(1, int(w * c))
-        rows = box_shrink_matrix(h, sh).to(dtype=x.dtype, device=x.device)
-        cols = box_shrink_matrix(w, sw).to(dtype=x.dtype, device=x.device)
-        small = rows @ x @ cols.T
-        return small[..., _box_enlarge_index(sh, h, x.device)[:, None], _box_enlarge_index(sw, w, x.device)]
+        # shrink then enlarge = one (H, H) and one (W, W) matrix: the enlarge picks rows of the shrink
+        rows = box_shrink_matrix(h, sh)[_box_enlarge_index(sh, h, torch.device("cpu"))]
+        cols = box_shrink_matrix(w, sw)[_box_enlarge_index(sw, w, torch.device("cpu"))]
+        rows, cols = rows.to(dtype=x.dtype, device=x.device), cols.to(dtype=x.dtype, device=x.device)
+        n, c = x.shape[:2]
+        y = (x.reshape(n * c * h, w) @ cols.T).reshape(n * c, h, w)
+        return (rows @ y).reshape(n, c, h, w)
 
 
 def _box_enlarge_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
@@ -131,16 +134,62 @@ def _dct_matrix() -> torch.Tensor:
     return d
 
 
+_DCT2: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _dct2_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``kron(D, D)`` (64×64): a row-major flattened 8×8 block ``b`` has 2-D DCT ``b @ K.T`` (cached)."""
+    key = (dtype, torch.device(device))
+    if key not in _DCT2:
+        d = _dct_matrix()
+        _DCT2[key] = torch.kron(d, d).to(dtype=dtype, device=device)
+    return _DCT2[key]
+
+
 def _quantise_blocks(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """DCT → quantise → dequantise → inverse DCT of every 8×8 block of ``plane (N, P, H, W)``, H, W % 8 == 0."""
+    """DCT → quantise → dequantise → inverse DCT of every 8×8 block of ``plane (N, P, H, W)``, H, W % 8 == 0.
+
+    Each block is flattened to 64 values and transformed by one GEMM with the 64×64 separable DCT.
+    """
     n, p, h, w = plane.shape
-    d = _dct_matrix().to(dtype=plane.dtype, device=plane.device)
-    q = table.to(dtype=plane.dtype, device=plane.device)
-    blocks = plane.reshape(n, p, h // 8, 8, w // 8, 8).transpose(3, 4)
-    coef = d @ blocks @ d.T
-    coef = torch.round(coef / q) * q
-    blocks = d.T @ coef @ d
-    return blocks.transpose(3, 4).reshape(n, p, h, w)
+    k = _dct2_matrix(plane.dtype, plane.device)
+    q = table.to(dtype=plane.dtype, device=plane.device).reshape(64)
+    blocks = plane.reshape(n, p, h // 8, 8, w // 8, 8).transpose(3, 4).reshape(-1, 64)
+    coef = blocks @ k.T
+    # libjpeg rounds half away from zero; the 1e-9 slack makes exact ties robust to float rounding
+    r = coef / q
+    coef = r.abs().add_(0.5 + 1e-9).floor_().copysign_(r).mul_(q)
+    blocks = coef @ k
+    return blocks.reshape(n, p, h // 8, w // 8, 8, 8).transpose(3, 4).reshape(n, p, h, w)
+
+
+def _fancy_upsample_matrix(n_out: int, n_in: int) -> torch.Tensor:
+    """``(n_out, n_in)`` float64 matrix of the 2× triangle ("fancy") enlargement, edges repeated, cropped.
+
+    Output ``2i`` is ``¾·x[i] + ¼·x[i−1]`` and ``2i + 1`` is ``¾·x[i] + ¼·x[i+1]`` (``bilinear``
+    with unaligned corners); sums of quarter multiples of integers, so exact in floating point.
+    """
+    i = torch.arange(2 * n_in)
+    src = i // 2
+    nb = torch.where(i % 2 == 0, (src - 1).clamp_min(0), (src + 1).clamp_max(n_in - 1))
+    m = torch.zeros(2 * n_in, n_in, dtype=torch.float64)
+    m[i, src] += 0.75
+    m.index_put_((i, nb), torch.full((2 * n_in,), 0.25, dtype=torch.float64), accumulate=True)
+    return m[:n_out]
+
+
+def _pool_pad_matrix(n_in: int) -> torch.Tensor:
+    """``(8·ceil(s/8), n_in)`` float64 matrix: 2-sample means (last sample repeated), s = ceil(n_in/2) of
+    them, then the last mean repeated up to whole 8-sample blocks (JPEG's edge padding)."""
+    s = -(-n_in // 2)
+    rows = torch.arange(8 * -(-s // 8)).clamp_max(s - 1)
+    m = torch.zeros(rows.numel(), n_in, dtype=torch.float64)
+    r = torch.arange(rows.numel())
+    m.index_put_((r, (2 * rows).clamp_max(n_in - 1)), torch.full((r.numel(),), 0.5, dtype=torch.float64),
+                 accumulate=True)
+    m.index_put_((r, (2 * rows + 1).clamp_max(n_in - 1)), torch.full((r.numel(),), 0.5, dtype=torch.float64),
+                 accumulate=True)
+    return m
 
 
 @register("transform", "jpeg_compression")
@@ -152,7 +201,8 @@ class JpegCompression(_Digital):
     the identity; a fractional severity interpolates q, used unrounded in the IJG table scaling).
     The reference saves with Pillow (libjpeg); here, as libjpeg's defaults do: the image is taken to
     8 bits, converted to 8-bit full-range YCbCr (JFIF), the chroma planes averaged over 2×2 (4:2:0),
-    edge-padded to whole 8×8 blocks, each block DCT'd, quantised with the scaled standard tables and
+    edge-padded to whole 8×8 blocks, each block DCT'd (one 64×64 matrix product for all blocks),
+    quantised with the scaled standard tables (rounding halves away from zero, as libjpeg does) and
     decoded to 8-bit samples; chroma is enlarged back with the triangle ("fancy") filter, and the
     decoded RGB is rounded to 8 bits. Grey (1-channel) images are coded as one luma plane, as Pillow
     does; images with another channel count code every channel as a luma plane. Floating-point DCT
@@ -185,15 +235,25 @@ class JpegCompression(_Digital):
     def _code(plane: torch.Tensor, table: torch.Tensor, sub: int) -> torch.Tensor:
         """Code level-shifted planes ``(N, P, H, W)`` subsampled by ``sub`` in each direction; same shape out."""
         h, w = plane.shape[-2:]
-        if sub > 1:  # edge-pad to whole sub×sub cells, then average each cell
-            ph, pw = -h % sub, -w % sub
-            plane = F.pad(plane, (0, pw, 0, ph), mode="replicate") if ph or pw else plane
-            plane = F.avg_pool2d(plane, sub)
-        sh, sw = plane.shape[-2:]
-        ph, pw = -sh % 8, -sw % 8
-        padded = F.pad(plane, (0, pw, 0, ph), mode="replicate") if ph or pw else plane
+        if sub == 2:  # 2×2 cell means and edge padding to whole blocks as two small matrix products
+            sh, sw = -(-h // 2), -(-w // 2)
+            ph = _pool_pad_matrix(h).to(dtype=plane.dtype, device=plane.device)
+            pw = _pool_pad_matrix(w).to(dtype=plane.dtype, device=plane.device)
+            padded = ph @ plane @ pw.T
+        else:
+            if sub > 1:  # edge-pad to whole sub×sub cells, then average each cell
+                ph, pw = -h % sub, -w % sub
+                plane = F.pad(plane, (0, pw, 0, ph), mode="replicate") if ph or pw else plane
+                plane = F.avg_pool2d(plane, sub)
+            sh, sw = plane.shape[-2:]
+            ph, pw = -sh % 8, -sw % 8
+            padded = F.pad(plane, (0, pw, 0, ph), mode="replicate") if ph or pw else plane
         out = _quantise_blocks(padded, table)[..., :sh, :sw].round().clamp(-128.0, 127.0)  # 8-bit samples
-        if sub > 1:
+        if sub == 2:
+            uh = _fancy_upsample_matrix(h, sh).to(dtype=plane.dtype, device=plane.device)
+            uw = _fancy_upsample_matrix(w, sw).to(dtype=plane.dtype, device=plane.device)
+            out = uh @ out @ uw.T
+        elif sub > 1:
             out = F.interpolate(out, scale_factor=sub, mode="bilinear", align_corners=False)[..., :h, :w]
         return out
 

@@ -1,12 +1,12 @@
-"""Weather image corruptions (fog, snow, spatter) with the reference severity tables, in vectorised torch.
+"""Weather image corruptions (fog, snow, spatter, frost) with the reference severity tables, in vectorised torch.
 
 From "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations" (Hendrycks &
 Dietterich, ICLR 2019). Parameters per severity 1..5 come from the reference code
 (hendrycks/robustness): ``make_cifar_c.py`` (``table="cifar"``, default, for small images) and
 ``imagenet_c/corruptions.py`` (``table="imagenet"``, for ~224×224 images). The conventions (shapes,
 severity 0..5 with interpolation, dtype/device kept, output clipped to [0, 1], seeded draws) are
-those of :mod:`robustlab.transforms.image`. Frost is not implemented: it overlays photographs of
-frost that robustlab does not ship.
+those of :mod:`robustlab.transforms.image`. Frost overlays a procedural frost texture that
+robustlab draws itself (the reference blends photographs of frost that robustlab does not ship).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from robustlab.transforms._common import check_severity, interpolate
 from robustlab.transforms.image import ImageCorruption, _conv_same, gaussian_kernel1d
 from robustlab.transforms.image_blur import clipped_zoom, motion_blur
 
-__all__ = ["FOG_MAP_SIZE", "WEATHER_TABLES", "Fog", "Snow", "Spatter", "canny", "edge_distance", "plasma_fractal"]
+__all__ = ["FOG_MAP_SIZE", "WEATHER_TABLES", "Fog", "Frost", "Snow", "Spatter", "canny", "edge_distance",
+           "frost_texture", "plasma_fractal"]
 
 #: fog: (thickness c, wibble decay); snow: (noise mean, noise std, zoom, threshold, motion-blur
 #: radius, motion-blur σ, blend of the image with its whitened version)
@@ -183,8 +184,18 @@ def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
-    """3×3 mean with reflect-101 borders (``cv2.blur(x, (3, 3))``); images need H, W ≥ 2."""
-    return _conv_same(x, torch.full((3, 3), 1 / 9, dtype=torch.float64), "reflect")
+    """3×3 mean with reflect-101 borders (``cv2.blur(x, (3, 3))``), as two 1-D passes; images need H, W ≥ 2."""
+    k = torch.full((1, 3), 1 / 3, dtype=torch.float64)
+    return _conv_same(_conv_same(x, k, "reflect"), k.T, "reflect")
+
+
+def _dilate3(m: torch.Tensor) -> torch.Tensor:
+    """3×3 binary dilation of boolean ``m (N, 1, H, W)`` (outside the image counts as False)."""
+    h, w = m.shape[-2:]
+    p = F.pad(m, (1, 1, 0, 0))
+    rows = p[..., :, :w] | p[..., :, 1:w + 1] | p[..., :, 2:]
+    p = F.pad(rows, (0, 0, 1, 1))
+    return p[..., :h, :] | p[..., 1:h + 1, :] | p[..., 2:, :]
 
 
 def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -194,8 +205,10 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     gradient direction quantised to 0°/45°/90°/135°, then hysteresis: pixels above ``high`` and the
     8-connected pixels above ``low`` reachable from them.
     """
-    sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
-    gx, gy = _conv_same(img, sob, "reflect"), _conv_same(img, sob.T, "reflect")
+    smooth = torch.tensor([[1.0, 2.0, 1.0]], dtype=torch.float64)
+    diff = torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64)  # Sobel = smooth ⊗ diff (exact on integers)
+    gx = _conv_same(_conv_same(img, diff, "reflect"), smooth.T, "reflect")
+    gy = _conv_same(_conv_same(img, smooth, "reflect"), diff.T, "reflect")
     mag = gx.abs() + gy.abs()
     pad = F.pad(mag, (1, 1, 1, 1))
 
@@ -215,7 +228,7 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     weak = keep & (mag > low)
     edges = weak & (mag > high)
     while True:  # grow strong edges through weak pixels (8-connectivity)
-        grown = weak & (F.max_pool2d(edges.double(), 3, stride=1, padding=1) > 0)
+        grown = weak & _dilate3(edges)
         if torch.equal(grown, edges):
             return edges
         edges = grown
@@ -224,19 +237,25 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
 def edge_distance(edges: torch.Tensor, cap: int = 20) -> torch.Tensor:
     """Euclidean distance (pixels) of every pixel of ``edges (N, 1, H, W)`` to the nearest edge, capped at ``cap``.
 
-    Exact within the cap, by two 1-D passes over offsets −cap..cap (float64).
+    Exact within the cap: nearest edge per row by cumulative maxima, then a min-plus pass over row
+    offsets −cap..cap (squared distances are exact integers in float32; the result is float64).
     """
-    big = float(cap * cap * 4)
     h, w = edges.shape[-2:]
-    row = torch.where(edges, 0.0, big).double()
-    best = row.clone()
-    pr = F.pad(row, (cap, cap), value=big)
-    for k in range(-cap, cap + 1):
-        best = torch.minimum(best, torch.where(pr[..., cap + k:cap + k + w] == 0, float(k * k), big))
+    big = float(cap * cap * 4)
+    # row pass: squared distance to the nearest edge pixel in the same row (cumulative max of indices)
+    idx = torch.arange(w, device=edges.device, dtype=torch.float32).expand(edges.shape)
+    left = torch.where(edges, idx, -big).cummax(-1).values
+    right = (-torch.where(edges, idx, big)).flip(-1).cummax(-1).values.flip(-1).neg()
+    gap = torch.minimum(idx - left, right - idx)
+    best = torch.where(gap <= cap, gap * gap, big)  # exact integers in float32
+    # column pass: min over row offsets k of best[row + k] + k², |k| ≤ cap (and < H)
     out = best.clone()
-    pc = F.pad(best, (0, 0, cap, cap), value=big)
-    for k in range(-cap, cap + 1):
-        out = torch.minimum(out, pc[..., cap + k:cap + k + h, :] + k * k)
+    r = min(cap, h - 1)
+    pc = F.pad(best, (0, 0, r, r), value=big)
+    for k in range(-r, r + 1):
+        if k:
+            out = torch.minimum(out, pc[..., r + k:r + k + h, :] + float(k * k))
+    out = out.double()
     return out.sqrt().clamp(max=float(cap))
 
 
@@ -270,7 +289,9 @@ class Spatter(_Weather):
     adds ``m·(175, 238, 238)/255``. Mud: the mask ``layer > threshold`` blurred with σ = strength,
     zeroed under 0.8, blends towards (63, 42, 20)/255. Grey images use the luma of those colours.
     Deviations: exact Euclidean distances (OpenCV uses a 5×5 chamfer approximation); the 8-bit
-    layer is clipped where the reference's ``astype(uint8)`` would wrap; a fractional severity
+    layer is clipped where the reference's ``astype(uint8)`` would wrap; the blurred distances are
+    floored with a 1e-9 slack, so a mean that is exactly an integer (e.g. nine capped 20s) stays
+    that integer whatever the float summation order; a fractional severity
     blends the outputs of its two neighbouring levels (same noise), as the two kinds do not mix.
     """
 
@@ -310,7 +331,7 @@ class Spatter(_Weather):
             return x
         img = torch.floor((layer * 255).clamp(0, 255))
         dist = edge_distance(canny(img, 50.0, 150.0), 20)
-        dist = torch.floor(_box3(dist))
+        dist = torch.floor(_box3(dist) + 1e-9)  # the slack keeps exact integer means (e.g. nine 20s) whole
         dist = _equalise(dist)
         emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=torch.float64)
         dist = _conv_same(dist, emboss, "reflect").round().clamp(0, 255)
@@ -318,3 +339,72 @@ class Spatter(_Weather):
         m = img * dist  # the reference multiplies the 8-bit layer
         m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12) * strength
         return x + m * self._colour(_WATER, c, x)
+
+
+#: frost: (image weight, frost weight) per severity, from make_cifar_c.py and imagenet_c/corruptions.py
+WEATHER_TABLES["cifar"]["frost"] = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+WEATHER_TABLES["imagenet"]["frost"] = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
+_FROST_TINT = (0.86, 0.96, 1.04)  # R, G, B multipliers: bluish white, like the reference photographs
+
+
+def _value_noise(n: int, h: int, w: int, cell: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n, 1, h, w)`` smooth noise: uniform values on a grid of ``cell``-pixel squares, bilinearly joined."""
+    gh, gw = -(-h // cell) + 1, -(-w // cell) + 1
+    grid = torch.rand((n, 1, gh, gw), generator=generator, device=generator.device, dtype=torch.float32)
+    big = F.interpolate(grid, size=((gh - 1) * cell + 1, (gw - 1) * cell + 1), mode="bilinear", align_corners=True)
+    return big[..., :h, :w]
+
+
+def _standardise(t: torch.Tensor) -> torch.Tensor:
+    m = t.mean(dim=(1, 2, 3), keepdim=True)
+    return (t - m) / t.std(dim=(1, 2, 3), keepdim=True, correction=0).clamp_min(1e-6)
+
+
+def frost_texture(n: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` seeded procedural frost textures ``(n, 3, h, w)`` in [0, 1] (float32, generator's device).
+
+    A stand-in for ImageNet-C's frost photographs, matched to their statistics (means 0.35–0.8,
+    standard deviations ≈ 0.1–0.17, bluish white with B > G > R): per image a base brightness uniform
+    in [0.4, 0.75]; multi-scale value noise (2, 4, 8, 16 and 32-pixel cells, larger cells weighted
+    more) of standard deviation 0.09; thin bright crystalline veins, the ridges ``(1 − |2f − 1|)⁸`` of
+    two further noise fields f (4 and 8-pixel cells), up to +0.35; then an RGB tint (0.86, 0.96, 1.04).
+    """
+    base = sum(math.sqrt(c) * _value_noise(n, h, w, c, generator) for c in (2, 4, 8, 16, 32))
+    base = _standardise(base)
+    veins = torch.zeros((n, 1, h, w), device=generator.device)
+    for c in (4, 8):
+        f = _value_noise(n, h, w, c, generator)
+        f = (f - f.amin(dim=(2, 3), keepdim=True)) / (f.amax(dim=(2, 3), keepdim=True)
+                                                     - f.amin(dim=(2, 3), keepdim=True)).clamp_min(1e-6)
+        veins = torch.maximum(veins, (1 - (2 * f - 1).abs()) ** 8)
+    level = 0.4 + 0.35 * torch.rand((n, 1, 1, 1), generator=generator, device=generator.device)
+    frost = level + 0.09 * base + 0.35 * veins
+    tint = torch.tensor(_FROST_TINT, device=generator.device).view(1, 3, 1, 1)
+    return (frost * tint).clamp(0.0, 1.0)
+
+
+@register("transform", "frost")
+@dataclass
+class Frost(_Weather):
+    """Frost: ``c0·x + c1·frost`` with a procedural frost texture per image (after Hendrycks & Dietterich, 2019).
+
+    (c0, c1) per severity 1..5 — CIFAR-10-C: (1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75,
+    0.45); ImageNet-C: (1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75) (level 0: (1, 0);
+    fractions interpolate both), then clipped. Deviation: the reference blends a random crop of one
+    of six frost photographs shipped with it; robustlab ships no photographs and downloads nothing,
+    so the frost layer is :func:`frost_texture`, a seeded procedural texture matched to the
+    photographs' brightness, contrast and tint. Numbers are therefore not comparable to ImageNet-C's
+    or CIFAR-10-C's frost. Grey (1-channel) images get the texture's luma; other channel counts
+    its channel mean.
+    """
+
+    name = "frost"
+    identity_params = (1.0, 0.0)
+
+    def _apply(self, x, severity, generator):
+        c0, c1 = self.parameter(severity)
+        n, c, h, w = x.shape
+        frost = frost_texture(n, h, w, generator).to(device=x.device, dtype=x.dtype)
+        if c != 3:
+            frost = _grey(frost).expand(n, c, h, w)
+        return c0 * x + c1 * frost
