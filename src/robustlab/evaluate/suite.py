@@ -195,6 +195,15 @@ class Suite(BaseModel):
     notes: list[str] = Field(default_factory=list)
     slices: list[SliceSpec] = Field(default_factory=list,
                                     description="named subsets of the examples, evaluated for every probe")
+    baseline: str | None = Field(default=None, description="a baseline-family JSON file (`robustlab baseline`): "
+                                 "effective robustness of the style probes it covers")
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or not v.strip().lower().endswith(".json")):
+            raise ValueError("baseline must be the path of a .json file written by `robustlab baseline`")
+        return v.strip() if v is not None else v
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Suite:
@@ -217,9 +226,10 @@ class Suite(BaseModel):
     def fingerprint(self) -> str:
         """A hash of everything that changes outcomes (used to refuse resuming a different suite).
 
-        Slices only regroup finished outcomes, so adding one to a resumed run recomputes nothing."""
+        Slices and the effective-robustness baseline only re-read finished outcomes, so adding one to a
+        resumed run recomputes nothing."""
         d = self.to_dict()
-        for k in ("description", "fail_under", "notes", "examples", "slices"):
+        for k in ("description", "fail_under", "notes", "examples", "slices", "baseline"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -276,7 +286,11 @@ def load_suite(path: str | Path) -> Suite:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"suite file {path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}",
                           fix="fix the YAML syntax (indentation, colons, quotes)") from None
-    return parse_suite(data, where=str(path))
+    suite = parse_suite(data, where=str(path))
+    if suite.baseline and not Path(suite.baseline).is_absolute() and not Path(suite.baseline).exists() \
+            and (p.parent / suite.baseline).exists():
+        suite.baseline = str(p.parent / suite.baseline)  # relative to the suite file
+    return suite
 
 
 def builtin_suite(name: str) -> Suite:

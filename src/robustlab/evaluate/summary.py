@@ -43,6 +43,8 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
     metrics.update(_class_metrics(frame))
     slice_rows = _slice_rows(ctx, frame, run_dir)
     metrics.update(_slice_metrics(slice_rows))
+    er_rows, er_notes = _effective_robustness(ctx, frame)
+    metrics.update({f"{r['probe']}.effective_robustness[{r['setting']}]": r["effective_robustness"] for r in er_rows})
     probe_info = {k: {"kind": p.kind, "norm": getattr(getattr(p, "threat", None), "norm", None),
                       "query_free": bool(getattr(p, "query_free", False)), "group": getattr(p, "group", None),
                       "set_valued": bool(getattr(p, "set_valued", False))}
@@ -62,7 +64,8 @@ def finalize_run(run_dir: Path, ctx: Context, jobs: list[Job], job_counts: dict[
         "jobs": job_counts, "executor": executor_info, "metrics": metrics, "checks": checks,
         "probe_info": probe_info,
         "slices": slice_rows,
-        "notes": list(suite.notes) + _honesty_notes(ctx),
+        "effective_robustness": er_rows,
+        "notes": list(suite.notes) + _honesty_notes(ctx) + er_notes,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     gates = {**suite.fail_under, **fail_under}
@@ -115,6 +118,18 @@ def _slice_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
         else:
             out[f"slice[{r['slice']}].{r['probe']}.accuracy[{r['setting']}]"] = float(r["accuracy"])
     return out
+
+
+def _effective_robustness(ctx: Context, frame: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """ER of the style probes against the suite's ``baseline:`` family (Taori et al. 2020); notes, never errors."""
+    from robustlab.evaluate.baseline import effective_robustness_for_run
+
+    if not ctx.suite.baseline:
+        return [], []
+    return effective_robustness_for_run(
+        ctx.suite.baseline, frame, dataset=ctx.suite.data.name, dataset_options=ctx.suite.data.options,
+        probe_names={k: getattr(p, "name", k) for k, p in ctx.probes.items()},
+        groups={k: getattr(p, "group", None) for k, p in ctx.probes.items()})
 
 
 def _record(summary: dict[str, Any], run_dir: Path) -> None:

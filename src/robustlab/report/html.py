@@ -99,6 +99,7 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
     data = dict(summary.get("data") or {})
     class_names = list(data.get("class_names") or [])
     suite = summary.get("suite") or {}
+    er_rows = [r for r in summary.get("effective_robustness") or [] if isinstance(r, dict)]
     suite_yaml = (run_dir / "suite.yaml").read_text() if (run_dir / "suite.yaml").exists() else (
         _yaml(suite) if suite else "")
     return {
@@ -113,7 +114,9 @@ def report_context(run_dir: str | Path, *, probe_info: Mapping[str, Mapping[str,
         "headline": _headline(table, metrics, clean, checks),
         "clean_accuracy": clean,
         "corruption_plot": plots.corruption_plot(table[family == "corruption"], clean),
-        "style_plot": plots.style_plot(table[family == "style"], clean),
+        "style_plot": plots.style_plot(table[family == "style"], clean, **_er_marks(er_rows, table[family == "style"])),
+        "er_rows": er_rows,
+        "er_plot": _er_plot(er_rows),
         "attribute_plot": plots.corruption_plot(table[family == "attribute"], clean, xlabel="edit level"),
         "corruption_table": _pivot(table),
         "attack_plot": plots.security_curve_plot(table, clean, info),
@@ -153,6 +156,40 @@ def _headline(table, metrics: dict[str, float], clean: float, checks: list[dict]
                   "detail": f"{warn} warning{'s' * (warn != 1)} of {len(checks)} checks" if warn
                   else f"all {len(checks)} checks passed or informational"})
     return cards
+
+
+def _er_marks(rows: list[dict], table) -> dict[str, dict[str, float]]:
+    """Per style probe: the line's mean prediction over the settings the baseline covers, and, when those
+    are not all the style's settings, the model's mean accuracy on just them (to compare like with like)."""
+    predicted: dict[str, float] = {}
+    matched: dict[str, float] = {}
+    for probe in dict.fromkeys(r["probe"] for r in rows):
+        mine = [r for r in rows if r["probe"] == probe]
+        predicted[probe] = float(np.mean([r["predicted"] for r in mine]))
+        settings = set(table.loc[(table["probe"] == probe) & (table["kind"] == "transform"), "setting"])
+        if settings != {r["setting"] for r in mine}:
+            matched[probe] = float(np.mean([r["accuracy"] for r in mine]))
+    return {"predicted": predicted, "matched": matched}
+
+
+def _er_plot(rows: list[dict]) -> str | None:
+    """Family points + fitted line per style setting and this model's points (Taori et al. 2020 scatter)."""
+    from robustlab.evaluate.effective import LinearFit, effective_robustness_plot
+
+    rows = [r for r in rows if r.get("family_id_acc") and r.get("family_ood_acc")]
+    if not rows or len(rows) > 8:
+        return None
+    try:
+        scale = rows[0].get("scale") or "logit"
+        points = {f"{r['name'].removeprefix('style_')} {r['setting']}": (r["family_id_acc"], r["family_ood_acc"])
+                  for r in rows}
+        fits = {f"{r['name'].removeprefix('style_')} {r['setting']}": LinearFit(r["slope"], r["intercept"], scale)
+                for r in rows}
+        points["this model"] = ([r["clean_accuracy"] for r in rows], [r["accuracy"] for r in rows])
+        return effective_robustness_plot(points, fits, scale=scale, title="effective robustness",
+                                         xlabel="clean accuracy", ylabel="accuracy under the style")
+    except Exception:  # a figure must never break the report
+        return None
 
 
 def _pivot(table) -> dict[str, Any] | None:

@@ -132,10 +132,16 @@ def security_curve_plot(table, clean_accuracy: float | None = None,
     return fig_to_data_uri(fig)
 
 
-def style_plot(table, clean_accuracy: float | None = None) -> str | None:
+def style_plot(table, clean_accuracy: float | None = None, predicted: Mapping[str, float] | None = None,
+               matched: Mapping[str, float] | None = None) -> str | None:
     """Accuracy under each natural-shift style (mean over its severities) as bars, clean accuracy dashed,
     in the spirit of COCO-O's per-domain bars.
 
+    Args:
+        predicted: style probe -> accuracy the baseline family's line predicts at the model's clean
+            accuracy (effective robustness, Taori et al. 2020), drawn as a black tick on the bar.
+        matched: style probe -> the model's accuracy on just the settings the baseline covers (when they
+            are not all of the style's settings), drawn as a hollow circle next to the tick.
     Returns:
         a PNG data URI, or None when the table has no rows.
     """
@@ -149,8 +155,22 @@ def style_plot(table, clean_accuracy: float | None = None) -> str | None:
     ax.bar(xs, means.to_numpy(float), color=_colors(len(means)), width=0.7)
     for x, v in zip(xs, means.to_numpy(float)):
         ax.text(x, v + 0.02, f"{v:.0%}", ha="center", fontsize=8)
+    legend = False
+    predicted, matched = dict(predicted or {}), dict(matched or {})
+    pts = [(x, float(predicted[p])) for x, p in zip(xs, means.index) if p in predicted]
+    if pts:
+        ax.scatter([x for x, _ in pts], [v for _, v in pts], marker="_", s=900, linewidths=2.5, color="black",
+                   zorder=3, label="baseline line's prediction")
+        legend = True
+    pts = [(x, float(matched[p])) for x, p in zip(xs, means.index) if p in matched]
+    if pts:
+        ax.scatter([x for x, _ in pts], [v for _, v in pts], marker="o", s=40, facecolors="none",
+                   edgecolors="black", zorder=4, label="accuracy on the baseline's settings")
+        legend = True
     if clean_accuracy is not None and np.isfinite(clean_accuracy):
         ax.axhline(clean_accuracy, color="#333", linestyle="--", linewidth=1.2, label="clean")
+        legend = True
+    if legend:
         ax.legend(loc="upper right", frameon=False, fontsize=8)
     _style(ax, "accuracy", "")
     ax.set_xticks(xs, [p.removeprefix("style_") for p in means.index], rotation=20)
