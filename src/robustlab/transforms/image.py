@@ -89,6 +89,22 @@ def _as_images(x: object, name: str) -> torch.Tensor:
     return x
 
 
+def apply_to_images(x: torch.Tensor, severity: float, generator: torch.Generator | None, *, name: str,
+                    stochastic: bool, apply, clamp_input: bool = False) -> torch.Tensor:
+    """The shared body of image transforms: check inputs, return a copy at severity 0, else
+    ``apply(images, severity, generator)`` on float (N, C, H, W) images, clipped to [0, 1], in ``x``'s
+    shape and dtype. ``clamp_input`` clips the input to [0, 1] first."""
+    s = check_severity(severity, name)
+    x4 = _as_images(x, name)
+    if stochastic:
+        check_generator(generator, name)
+    if s == 0:
+        return x.clone()
+    work = x4 if x4.dtype in (torch.float32, torch.float64) else x4.float()
+    out = apply(work.clamp(0.0, 1.0) if clamp_input else work, s, generator).clamp(0.0, 1.0)
+    return out.to(x.dtype).reshape(x.shape)
+
+
 #: CPU draws of at least this many values are split into ``DRAW_CHUNKS`` fixed chunks, each with its own
 #: generator seeded from the caller's, drawn on a thread pool (the samples do not depend on the thread count)
 PARALLEL_DRAW_MIN = 1 << 17
@@ -166,15 +182,8 @@ class ImageCorruption(Transform):
     def __call__(self, x: torch.Tensor, *, severity: float,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Corrupted copy of ``x`` (same shape, dtype, device), clipped to [0, 1]."""
-        s = check_severity(severity, self.name)
-        x4 = _as_images(x, self.name)
-        if self.stochastic:
-            check_generator(generator, self.name)
-        if s == 0:
-            return x.clone()
-        work = x4 if x4.dtype in (torch.float32, torch.float64) else x4.float()
-        out = self._apply(work, s, generator).clamp(0.0, 1.0)
-        return out.to(x.dtype).reshape(x.shape)
+        return apply_to_images(x, severity, generator, name=self.name, stochastic=self.stochastic,
+                               apply=self._apply)
 
     def _apply(self, x: torch.Tensor, severity: float, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError

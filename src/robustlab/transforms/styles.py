@@ -49,8 +49,8 @@ from robustlab.core.probe import Transform
 from robustlab.core.registry import register
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.data.base import Dataset
-from robustlab.transforms._common import check_generator, check_severity, interpolate
-from robustlab.transforms.image import _as_images, _conv_same, gaussian_kernel1d
+from robustlab.transforms._common import check_severity, interpolate
+from robustlab.transforms.image import _conv_same, apply_to_images, gaussian_kernel1d
 from robustlab.transforms.image_weather import Fog, Snow
 
 __all__ = [
@@ -193,15 +193,8 @@ class Style(Transform):
     def __call__(self, x: torch.Tensor, *, severity: float,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Styled copy of ``x`` (same shape, dtype, device), clipped to [0, 1]."""
-        s = check_severity(severity, self.name)
-        x4 = _as_images(x, self.name)
-        if self.stochastic:
-            check_generator(generator, self.name)
-        if s == 0:
-            return x.clone()
-        work = x4 if x4.dtype in (torch.float32, torch.float64) else x4.float()
-        out = self._apply(work.clamp(0.0, 1.0), s, generator).clamp(0.0, 1.0)
-        return out.to(x.dtype).reshape(x.shape)
+        return apply_to_images(x, severity, generator, name=self.name, stochastic=self.stochastic,
+                               apply=self._apply, clamp_input=True)
 
     def _apply(self, x: torch.Tensor, severity: float, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
