@@ -30,7 +30,6 @@ import io
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.core.errors import ConfigError, DataError
-from robustlab.core.outcomes import atomic_write_bytes
 from robustlab.core.rng import derive_seed, torch_generator
 from robustlab.data.base import Dataset
 
@@ -461,47 +459,39 @@ def load_generator(name: str, *, quick: bool = False, device: str = "cpu", progr
     are not recognisable). ``gen.info`` is the cache's meta dict (config, seed, training seconds,
     final losses, weights' SHA-256, versions).
     """
-    from robustlab.models.zoo import ZooCacheWarning, _console_note, _dataset, _jsonable, _key, _lock, _versions
+    from robustlab.models.zoo import _console_note, _dataset, _jsonable, _key, _versions, cached_or_trained
 
     entry = _gen_entry(name)
     folder = generator_dir(name, quick=quick)
-    with _lock(folder):
-        gen, why = None, "retrain requested"
-        if not retrain:
-            try:
-                gen, why = _load_cached(folder, entry, quick), "first use"
-            except Exception as exc:  # noqa: BLE001 - anything unreadable or stale is rebuilt, never trusted
-                why = "the cached copy is unusable"
-                warnings.warn(f"generator {_key(name, quick)!r}: the cache at {folder} is unusable ({exc}); "
-                              "retraining it", ZooCacheWarning, stacklevel=2)
-        if gen is None:
-            _console_note(progress, f"robustlab: training generator [bold]{_key(name, quick)}[/] ({why}); "
-                                    f"it will be cached in {folder}")
-            cfg = entry.config(quick)
-            train = _dataset(entry.dataset, split="train", n=cfg.get("train_n"), seed=cfg["data_seed"])
-            hist: dict[str, Any] = {}
-            kwargs = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "beta", "arch", "hidden", "channels")
-                      if k in cfg}
-            gen = train_generator(train, kind=cfg["kind"], latent_dim=cfg["latent_dim"], seed=cfg["seed"],
-                                  num_classes=train.num_classes, device=device, progress=progress, history=hist,
-                                  **kwargs)
-            buf = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in gen.state_dict().items()}, buf)
-            blob = buf.getvalue()
-            meta = {"format": FORMAT, "name": name, "key": _key(name, quick), "quick": quick,
-                    "description": entry.description, "dataset": entry.dataset, "config": _jsonable(cfg),
-                    "seed": cfg["seed"], "num_classes": train.num_classes, "class_names": list(train.class_names),
-                    "image_shape": list(train.x.shape[1:]), "train_n": len(train),
-                    "train_seconds": round(hist["seconds"], 3),
-                    "final_loss": hist["loss"][-1] if hist["loss"] else None,
-                    "final_rec": hist["rec"][-1] if hist["rec"] else None,
-                    "final_kl": hist["kl"][-1] if hist["kl"] else None,
-                    "weights_sha256": hashlib.sha256(blob).hexdigest(), "versions": _versions(),
-                    "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            (folder / "meta.json").unlink(missing_ok=True)  # "unfinished" until the new meta lands
-            atomic_write_bytes(folder / "model.pt", blob)
-            atomic_write_bytes(folder / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
-            gen.info = meta  # type: ignore[attr-defined]
-            _console_note(progress, f"robustlab: generator {meta['key']} trained in {meta['train_seconds']:.0f} s")
+
+    def train() -> tuple[ConditionalGenerator, dict[str, Any], bytes]:
+        cfg = entry.config(quick)
+        data = _dataset(entry.dataset, split="train", n=cfg.get("train_n"), seed=cfg["data_seed"])
+        hist: dict[str, Any] = {}
+        kwargs = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "beta", "arch", "hidden", "channels") if k in cfg}
+        gen = train_generator(data, kind=cfg["kind"], latent_dim=cfg["latent_dim"], seed=cfg["seed"],
+                              num_classes=data.num_classes, device=device, progress=progress, history=hist,
+                              **kwargs)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in gen.state_dict().items()}, buf)
+        blob = buf.getvalue()
+        meta = {"format": FORMAT, "name": name, "key": _key(name, quick), "quick": quick,
+                "description": entry.description, "dataset": entry.dataset, "config": _jsonable(cfg),
+                "seed": cfg["seed"], "num_classes": data.num_classes, "class_names": list(data.class_names),
+                "image_shape": list(data.x.shape[1:]), "train_n": len(data),
+                "train_seconds": round(hist["seconds"], 3),
+                "final_loss": hist["loss"][-1] if hist["loss"] else None,
+                "final_rec": hist["rec"][-1] if hist["rec"] else None,
+                "final_kl": hist["kl"][-1] if hist["kl"] else None,
+                "weights_sha256": hashlib.sha256(blob).hexdigest(), "versions": _versions(),
+                "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return gen, meta, blob
+
+    gen, meta = cached_or_trained(folder, f"generator {_key(name, quick)!r}", retrain=retrain, progress=progress,
+                                  load=lambda: _load_cached(folder, entry, quick), train=train,
+                                  note=f"robustlab: training generator [bold]{_key(name, quick)}[/]")
+    if meta is not None:
+        gen.info = meta  # type: ignore[attr-defined]
+        _console_note(progress, f"robustlab: generator {meta['key']} trained in {meta['train_seconds']:.0f} s")
     gen.info["cache_path"] = str(folder / "model.pt")  # type: ignore[attr-defined]
     return gen.to(device)

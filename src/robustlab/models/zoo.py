@@ -34,7 +34,7 @@ import pickle
 import platform
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -372,27 +372,45 @@ def load(name: str, *, device: str = "cpu", quick: bool = False, progress: bool 
     """
     entry = _entry(name)
     folder = model_dir(name, quick=quick)
-    with _lock(folder):
-        model, why = None, "retrain requested"
-        if not retrain:
-            try:
-                model, why = _load_cached(folder, entry, quick), "first use"
-            except Exception as exc:  # noqa: BLE001 - anything unreadable or stale is rebuilt, never trusted
-                why = "the cached copy is unusable"
-                warnings.warn(f"zoo model {_key(name, quick)!r}: the cache at {folder} is unusable ({exc}); "
-                              "retraining it", ZooCacheWarning, stacklevel=2)
-        if model is None:
-            _console_note(progress, f"robustlab zoo: training [bold]{_key(name, quick)}[/] ({why}); "
-                                    f"it will be cached in {folder}")
-            model, meta, blob = _train(entry, quick, device, progress)
-            (folder / "meta.json").unlink(missing_ok=True)  # "unfinished" until the new meta lands
-            atomic_write_bytes(folder / meta["weights_file"], blob)
-            atomic_write_bytes(folder / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
-            model.zoo_info = meta  # type: ignore[attr-defined]
-            _console_note(progress, f"robustlab zoo: {meta['key']} test accuracy "
-                                    f"{100 * meta['test_accuracy']:.1f}% after {meta['train_seconds']:.0f} s")
+    model, meta = cached_or_trained(folder, f"zoo model {_key(name, quick)!r}", retrain=retrain,
+                                    progress=progress, load=lambda: _load_cached(folder, entry, quick),
+                                    train=lambda: _train(entry, quick, device, progress),
+                                    note=f"robustlab zoo: training [bold]{_key(name, quick)}[/]")
+    if meta is not None:
+        model.zoo_info = meta  # type: ignore[attr-defined]
+        _console_note(progress, f"robustlab zoo: {meta['key']} test accuracy "
+                                f"{100 * meta['test_accuracy']:.1f}% after {meta['train_seconds']:.0f} s")
     model.zoo_info["cache_path"] = str(folder / model.zoo_info["weights_file"])  # type: ignore[attr-defined]
     return model.to(device)
+
+
+def cached_or_trained(folder: Path, what: str, *, load: Callable[[], Any],
+                      train: Callable[[], tuple[Any, dict, bytes]], retrain: bool, progress: bool,
+                      note: str) -> tuple[Any, dict[str, Any] | None]:
+    """Under ``folder``'s lock: ``load()`` the cached object, or ``train()`` it and write its weights and
+    ``meta.json`` atomically (meta last, so a half-written cache reads as unfinished). A cache that fails
+    to load is warned about and rebuilt, never trusted.
+
+    Returns:
+        the object and, when it was trained now, its meta dict (``None`` when it came from the cache).
+    """
+    with _lock(folder):
+        obj, why = None, "retrain requested"
+        if not retrain:
+            try:
+                obj, why = load(), "first use"
+            except Exception as exc:  # noqa: BLE001 - anything unreadable or stale is rebuilt, never trusted
+                why = "the cached copy is unusable"
+                warnings.warn(f"{what}: the cache at {folder} is unusable ({exc}); retraining it", ZooCacheWarning,
+                              stacklevel=3)
+        if obj is not None:
+            return obj, None
+        _console_note(progress, f"{note} ({why}); it will be cached in {folder}")
+        obj, meta, blob = train()
+        (folder / "meta.json").unlink(missing_ok=True)  # "unfinished" until the new meta lands
+        atomic_write_bytes(folder / meta.get("weights_file", "model.pt"), blob)
+        atomic_write_bytes(folder / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+        return obj, meta
 
 
 def info(name: str, *, quick: bool = False) -> dict[str, Any]:
