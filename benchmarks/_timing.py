@@ -79,13 +79,14 @@ def floor_seconds(queries: torch.Tensor, steps: int, floors: Floors, n: int, *, 
     return (grad_q * floors.get("fb" + sfx) + fwd_q * floors.get("f" + sfx)) / n
 
 
-def median_runs(fn: Callable[[], Any], repeats: int, floors: Floors,
+def median_runs(fn: Callable[[], Any], repeats: int, floors: Floors | None,
                 dev: torch.device) -> tuple[float, float, Any]:
-    """Median wall and CPU seconds of ``repeats`` runs of ``fn`` (floors sampled before each), and
-    the last result."""
+    """Median wall and CPU seconds of ``repeats`` runs of ``fn`` (floors, if given, sampled before each),
+    and the last result."""
     walls, cpus, out = [], [], None
     for _ in range(repeats):
-        floors.sample()
+        if floors is not None:
+            floors.sample()
         wall, cpu, out = timed(fn, dev)
         walls.append(wall)
         cpus.append(cpu)

@@ -31,7 +31,6 @@ import argparse
 import importlib.util
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,13 +70,8 @@ def _key(name: str) -> str:
 
 def _median_time(fn: Any, repeats: int) -> tuple[float, float, Any]:
     """Median wall and CPU seconds of ``repeats`` runs of ``fn`` (after one warm-up run), and its result."""
-    out = fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu, out = timing.timed(fn, torch.device("cpu"))
-        walls.append(wall)
-        cpus.append(cpu)
-    return statistics.median(walls), statistics.median(cpus), out
+    fn()
+    return timing.median_runs(fn, repeats, None, torch.device("cpu"))
 
 
 def _bound_stats(lower: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
