@@ -7,7 +7,9 @@ On the zoo's ``digits-mlp`` (64-256-256-10) and ``digits-cnn`` and the digits te
   and CROWN with IBP intermediate bounds (``intermediate="ibp"``), at ``--eps-time`` (0.02), each the
   median of ``--repeats`` runs of :func:`robustlab.certify.bound_margins` (default ``batch_size``),
   wall and process-CPU seconds. Full CROWN on the CNN is timed on ``--cnn-n`` examples (it is
-  ~100x slower) and scaled to 500 (``crown_examples_timed_digits_cnn`` says on how many);
+  ~100x slower) and scaled to 500 (``crown_examples_timed_digits_cnn`` says on how many); full CROWN
+  again with every product in float64 (``crown_float64_*``) and the largest margin-bound loosening of
+  the default float32 folded products (``crown_float32_max_loosening_*``);
 * **bound values** at every ``--eps``: the mean over examples of the smallest margin lower bound and
   the certified accuracy (clean-correct and every margin lower bound > 0), IBP and full CROWN;
 * **randomized smoothing** (Cohen et al., 2019) ``CERTIFY`` throughput against its forward-pass
@@ -38,7 +40,7 @@ from typing import Any
 import torch
 
 import robustlab
-from robustlab.certify import Smooth, bound_margins, clopper_pearson_lower
+from robustlab.certify import Smooth, bound_margins, clopper_pearson_lower, set_crown_matmul
 from robustlab.core.model import TorchModel, checked_scores
 from robustlab.core.rng import torch_generator
 from robustlab.core.threat import LpBall
@@ -94,6 +96,17 @@ def _bounds_section(name: str, model: TorchModel, x: torch.Tensor, y: torch.Tens
         out[f"{label}_seconds_per_500_{k}"] = wall * 500 / m
         out[f"{label}_cpu_seconds_per_500_{k}"] = cpu * 500 / m
     out[f"crown_examples_timed_{k}"] = n_crown
+    old = set_crown_matmul("float64")  # full CROWN with every product in float64 (no rounding slack)
+    try:
+        note(f"{name}: crown, float64 products, on {n_crown} examples")
+        wall, cpu, ref = _median_time(lambda: bound_margins(model, x[:n_crown], y[:n_crown], threat, method="crown"),
+                                      args.repeats)
+    finally:
+        set_crown_matmul(old)
+    out[f"crown_float64_seconds_per_500_{k}"] = wall * 500 / n_crown
+    out[f"crown_float64_cpu_seconds_per_500_{k}"] = cpu * 500 / n_crown
+    fast = bound_margins(model, x[:n_crown], y[:n_crown], threat, method="crown")
+    out[f"crown_float32_max_loosening_{k}"] = float((ref - fast).max()) if len(ref) else 0.0
     values: dict[str, dict[str, float]] = {}
     for eps in args.eps:
         th = LpBall("inf", eps, low=model.low, high=model.high)
@@ -212,7 +225,7 @@ def _table(r: dict[str, Any], models: list[str]) -> str:
     for name in models:
         k = _key(name)
         lines.append(f"  {name}: clean acc {r[f'clean_accuracy_{k}']:.3f}")
-        for label in ("ibp", "crown", "crown_ibp_intermediate"):
+        for label in ("ibp", "crown", "crown_float64", "crown_ibp_intermediate"):
             lines.append(f"    {label:24s} {r[f'{label}_seconds_per_500_{k}']:8.3f} / "
                          f"{r[f'{label}_cpu_seconds_per_500_{k}']:8.3f}")
         for eps, row in r[f"bounds_{k}"].items():

@@ -96,3 +96,7 @@ from robustlab.certify.great import (  # noqa: E402 - appended by the GREAT Scor
 
 __all__ += ["GreatResult", "GreatScore", "calibrate_temperature", "great_score", "hoeffding_epsilon",
             "local_great_scores", "rank_correlation", "smoothed_great_radius"]
+
+from robustlab.certify.crown import set_matmul as set_crown_matmul  # noqa: E402 - CROWN float32 products
+
+__all__ += ["set_crown_matmul"]
