@@ -54,3 +54,26 @@ def test_numpy_generator_is_deterministic_and_accepts_large_and_negative_seeds()
     # negative seeds work for both generators (torch_generator always masked them)
     assert np.array_equal(numpy_generator(-5).random(2), numpy_generator(-5).random(2))
     assert torch.equal(torch.rand(2, generator=torch_generator(-5)), torch.rand(2, generator=torch_generator(-5)))
+
+
+def test_parallel_randn_is_deterministic_thread_independent_and_normal():
+    import torch
+
+    from robustlab.core.rng import PARALLEL_RANDN_MIN, parallel_randn, torch_generator
+
+    shape = (8, PARALLEL_RANDN_MIN // 4 + 5)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = parallel_randn(shape, torch_generator(3))
+        torch.set_num_threads(2)
+        b = parallel_randn(shape, torch_generator(3))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(a, b) and a.shape == shape and a.dtype == torch.float32
+    assert not torch.equal(a, parallel_randn(shape, torch_generator(4)))
+    assert abs(float(a.mean())) < 0.01 and abs(float(a.std()) - 1) < 0.01
+    quarters = a.view(4, -1)  # the slices come from different generators: not copies of each other
+    assert float(torch.corrcoef(quarters).fill_diagonal_(0).abs().max()) < 0.02
+    small = parallel_randn((3, 5), torch_generator(1), dtype=torch.float64)  # below the threshold: plain randn
+    assert torch.equal(small, torch.randn((3, 5), generator=torch_generator(1), dtype=torch.float64))

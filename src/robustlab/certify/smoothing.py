@@ -28,7 +28,7 @@ from robustlab.core.errors import ConfigError, ModelError, UnsupportedModelError
 from robustlab.core.model import Model, as_model, checked_scores
 from robustlab.core.probe import Certifier, ProbeOutput
 from robustlab.core.registry import register
-from robustlab.core.rng import derive_seed, torch_generator
+from robustlab.core.rng import derive_seed, parallel_randn, torch_generator
 
 __all__ = ["ABSTAIN", "Certificate", "Smooth", "RandomizedSmoothing", "clopper_pearson_lower",
            "binomial_test_top2", "noise_augment", "train_noise_augmented"]
@@ -131,7 +131,8 @@ class Smooth:
                      generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Standard-normal noise for ``num`` samples of each example of ``x``, chunk by chunk.
 
-        Yields tensors ``(k, B, *x.shape[1:])`` (sample-major) drawn with ``generator`` on its device,
+        Yields fresh tensors ``(k, B, *x.shape[1:])`` (sample-major) drawn with ``generator`` on its
+        device (large CPU chunks in parallel slices: :func:`~robustlab.core.rng.parallel_randn`),
         ``k = max(1, batch_size // B)`` samples per chunk.
         """
         b = x.shape[0]
@@ -139,7 +140,7 @@ class Smooth:
         while left > 0:
             m = min(k, left)
             left -= m
-            yield torch.randn((m, *x.shape), generator=generator, device=generator.device, dtype=x.dtype)
+            yield parallel_randn((m, *x.shape), generator, dtype=x.dtype)
 
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       generator: torch.Generator) -> torch.Tensor:
@@ -149,9 +150,14 @@ class Smooth:
         xd = x.to(dev).unsqueeze(0)
         offset = torch.arange(b).mul_(c).unsqueeze(0)
         counts = torch.zeros(b * c, dtype=torch.long)
+        own = type(self).noise_chunks is Smooth.noise_chunks
         for noise in self.noise_chunks(x, num, batch_size, generator):
             m = noise.shape[0]
-            noisy = noise.to(dev) * self.sigma  # a new tensor: the caller's noise is left as it is
+            noisy = noise.to(dev)
+            if own and noisy is noise:  # a fresh chunk from Smooth.noise_chunks: scale it in place
+                noisy.mul_(self.sigma)
+            else:  # a subclass's chunks may be views of its noise: leave them as they are
+                noisy = noisy * self.sigma
             noisy += xd  # x + sigma * eps, never clipped
             scores = checked_scores(self.model, noisy.reshape(m * b, *x.shape[1:]), batch_size=m * b)
             if scores.shape[1] != c:

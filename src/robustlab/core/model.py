@@ -233,4 +233,4 @@ def checked_scores(model: Model, x: Inputs, batch_size: int = 512) -> torch.Tens
             outs.append(s.detach().float().cpu())
     if not outs:
         return torch.empty(0, model.num_classes or 0)
-    return torch.cat(outs)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)

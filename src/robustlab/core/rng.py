@@ -7,11 +7,12 @@ stable hash, so a job computes the same numbers whichever process or machine run
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "torch_generator", "numpy_generator"]
+__all__ = ["derive_seed", "torch_generator", "numpy_generator", "parallel_randn"]
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -30,3 +31,45 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
 def numpy_generator(seed: int) -> np.random.Generator:
     """A fresh numpy ``Generator`` seeded with ``seed`` (masked to 63 bits, as ``torch_generator``)."""
     return np.random.default_rng(int(seed) & ((1 << 63) - 1))
+
+
+#: CPU draws of at least this many values are split into ``RANDN_CHUNKS`` fixed slices along dim 0,
+#: each with its own generator seeded from the caller's, drawn on a thread pool
+PARALLEL_RANDN_MIN = 1 << 16
+RANDN_CHUNKS = 4
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(RANDN_CHUNKS, thread_name_prefix="robustlab-randn")
+    return _POOL
+
+
+def parallel_randn(shape: tuple[int, ...], generator: torch.Generator,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard-normal samples of ``shape`` drawn in parallel on CPU, a deterministic function of the seed.
+
+    torch draws normals on one core; large CPU draws are split into ``RANDN_CHUNKS`` fixed slices of
+    the first dimension, each drawn by its own generator (seeded from ``generator``) on a thread, so
+    the values depend on the generator's state and the shape only, never on the thread count. Small
+    draws, draws with fewer rows than chunks, and other devices use ``generator`` directly.
+    """
+    numel = int(np.prod(shape)) if len(shape) else 1
+    if generator.device.type != "cpu" or numel < PARALLEL_RANDN_MIN or shape[0] < RANDN_CHUNKS:
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    seeds = torch.randint(0, 2**62, (RANDN_CHUNKS,), generator=generator).tolist()
+    out = torch.empty(shape, dtype=dtype)
+    cuts = [shape[0] * i // RANDN_CHUNKS for i in range(RANDN_CHUNKS + 1)]
+
+    def one(i: int) -> None:
+        part = out[cuts[i]:cuts[i + 1]]
+        torch.randn(part.shape, generator=torch.Generator().manual_seed(int(seeds[i])), dtype=dtype, out=part)
+
+    if torch.get_num_threads() <= 1:
+        for i in range(RANDN_CHUNKS):
+            one(i)
+    else:
+        list(_pool().map(one, range(RANDN_CHUNKS)))
+    return out
