@@ -19,7 +19,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "corruptions.py"
 PER_CORRUPTION = ("seconds", "cifar_seconds", "total_seconds", "imagenet_total_seconds", "error",
                   "imagecorruptions_seconds", "imagecorruptions_error", "imagecorruptions_extrapolated", "speedup")
 TOP_KEYS = {"n", "threads", "severity", "versions", "corruptions", "compared", "suite_seconds",
-            "imagenet_suite_seconds", "min_speedup", "median_speedup", "targets", "compared_table", "suite_table"}
+            "imagenet_suite_seconds", "min_speedup", "median_speedup", "targets", "compared_table", "suite_table",
+            "suite_speedup", "suite_compared", "suite_imagecorruptions_seconds", "suite_robustlab_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def test_quick_run_without_peer_reports_every_key(bench, capsys, monkeypatch):
     assert report["suite_seconds"] == pytest.approx(sum(report[f"total_seconds[{c}]"] for c in names))
     assert report["imagenet_suite_seconds"] is None  # skipped by --quick
     assert report["min_speedup"] is None and report["compared"] == []
+    assert report["suite_speedup"] is None and report["targets"]["suite_speedup >= 5"] is None
     assert report["targets"]["min_speedup >= 5"] is None
     assert isinstance(report["targets"]["suite_seconds <= 60"], bool)
     assert "peer not installed" in table and "gaussian_noise" in table
@@ -79,6 +81,10 @@ def test_quick_run_with_peer_fills_or_explains_every_comparison(bench, capsys):
         if sp is not None:
             assert sp == pytest.approx(report[f"imagecorruptions_seconds[{c}]"] / report[f"seconds[{c}]"])
     assert report["min_speedup"] <= report["median_speedup"]
+    same = report["suite_compared"]
+    assert "frost" not in same and set(same) <= set(report["compared"])
+    assert report["suite_speedup"] == pytest.approx(
+        sum(report[f"imagecorruptions_seconds[{c}]"] for c in same) / sum(report[f"seconds[{c}]"] for c in same))
 
 
 def test_only_runs_the_named_corruptions(bench, capsys, monkeypatch):
