@@ -158,6 +158,26 @@ def test_deterministic_with_random_restarts_and_early_stop_saves_queries():
     assert bool((a.queries <= 1 + 2 * 2 * (2 * 20 + 1)).all())  # clean + targets * restarts * (2 n_iter + 1)
 
 
+@pytest.mark.parametrize("targeted", [True, False])
+def test_check_first_order_gives_the_same_points(monkeypatch, targeted):
+    """Checking a step with its own forward pass (then the gradient at the pulled-back point) or with
+    the next gradient's forward pass is a matter of cost: the same points, norms and successes."""
+    from robustlab.attacks.search import fab as fab_search
+
+    model = trained_mlp()
+    x, y = blobs(40, seed=3)
+    out = {}
+    for name, above in (("gradient first", float("inf")), ("check first", -1.0)):
+        monkeypatch.setattr(fab_search, "_CHECK_FIRST_ABOVE", above)
+        atk = FAB(eps=0.08, n_iter=15, targeted=targeted, n_target_classes=2)
+        out[name] = atk.minimize(model, x, y, generator=torch_generator(0))
+    a, b = out["gradient first"], out["check first"]
+    assert torch.equal(a.extras["success"], b.extras["success"])
+    assert torch.allclose(a.extras["norm"], b.extras["norm"], atol=1e-6)
+    assert torch.allclose(a.x_adv, b.x_adv, atol=1e-6)
+    assert int(b.queries.sum()) >= int(a.queries.sum())  # a forward pass per step instead of wasted gradients
+
+
 def test_needs_gradients_and_works_under_inference_mode():
     net = trained_mlp().module
     blind = CallableModel(lambda x: net(x).detach(), num_classes=3, modality="tabular")

@@ -40,8 +40,10 @@ _NOTES = {
     "square": "Square: robustlab's Square rescales the p schedule to n_queries; the official AutoAttack "
               "runs it with resc_schedule=False (at 5000 queries p ends at p_init/128, here "
               "p_init/512); random squares are drawn per example (official: one per batch)",
-    "fab": "FAB / FAB-T: the prediction check reuses the next step's forward pass (1 query per step, "
-           "2 after an adversarial step), an example stops once a point within eps is found, and the "
+    "fab": "FAB / FAB-T: the prediction check reuses the next step's forward pass while few steps land on "
+           "adversarial points (1 query per step, 2 after an adversarial step); when many do, it is a "
+           "forward pass of its own, then the gradient at the pulled-back point, as in the official code; "
+           "an example stops once a point within eps is found, and the "
            "targets exclude the true class explicitly (see FAB)",
     "plus": "plus: untargeted FAB needs the full Jacobian (C backward passes per step)",
     "rand": "rand: an example counts as broken inside APGD when the mean scores over the EOT draws "

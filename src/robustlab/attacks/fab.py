@@ -51,8 +51,12 @@ class FAB(Attack):
         early_stop: in ``__call__``, stop attacking an example once an adversarial point within
             ``eps`` is found (same success as running all steps; fewer queries).
 
-    Deviations from AutoAttack, on purpose: the prediction check of a step reuses the forward pass
-    of the next step's gradient (1 query per step, +1 after an adversarial step, instead of 2); the
+    Deviations from AutoAttack, on purpose: while few steps land on adversarial points, the
+    prediction check of a step reuses the forward pass of the next step's gradient (1 query per
+    step, +1 after an adversarial step, instead of 2); once more than a third of the last step's
+    points were adversarial, the check is a forward pass of its own followed by the gradient at the
+    (pulled-back) point, as in AutoAttack (2 queries per step, the cheaper order then). Both orders
+    compute the same points and gradients. The
     targets exclude the true label explicitly (AutoAttack takes the 2nd.. 10th class of the clean
     scores, the same for correctly classified inputs); a restart's radius uses the best norm found
     by earlier runs, as the original FAB code did.

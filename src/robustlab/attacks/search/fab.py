@@ -29,6 +29,9 @@ from robustlab.core.threat import LpBall, lp_norm
 __all__ = ["FABSearch", "ScoreGap", "box_hyperplane_projection"]
 
 _DUAL = {"inf": "1", "2": "2", "1": "inf"}
+#: check first (a forward pass, then the gradient at the possibly pulled-back point) when the last
+#: step's adversarial fraction times a gradient query's cost in forward passes exceeds this
+_CHECK_FIRST_ABOVE = 1.0
 
 
 def _segment_root(slope: torch.Tensor, breaks: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -144,8 +147,12 @@ class FABSearch:
     """FAB / FAB-T as a search: minimal-norm adversarial points, on survivors only.
 
     Args:
-        n_iter: steps per run (100). Each step costs one query (forward + backward); a step that
-            lands on an adversarial point costs one more (the gradient at the pulled-back point).
+        n_iter: steps per run (100). Each step costs one query (forward + backward) and a step that
+            lands on an adversarial point one more (the gradient at the pulled-back point); after a
+            step where more than a third (untargeted: ``1 / (2C + 1)``) of the points were
+            adversarial, the next step checks first with a forward pass, then takes the gradient at
+            the possibly pulled-back point (2 queries, but a forward instead of a wasted gradient).
+            The points and gradients are the same in both orders.
         n_restarts: runs per target (1); runs after the first start at a random point at distance
             ``min(best norm, eps) / 2`` from ``x0``.
         alpha_max, eta, beta: the paper's bias towards ``x0`` (0.1), overshoot (1.05) and backward
@@ -244,7 +251,10 @@ class FABSearch:
         xa0, ya = x0[idx], y[idx]
         ta = None if t is None else t[idx]
         x1 = xa0.clone() if restart == 0 else self._start(threat, xa0, best[idx].clamp(max=threat.eps), generator)
-        _, f, g = self._linearize(model, x1, ya, ta, queries, idx, grad=True)
+        scores, f, g = self._linearize(model, x1, ya, ta, queries, idx, grad=True)
+        # a gradient query's cost in forward passes (backward ~ 2 forwards; untargeted: C backwards)
+        grad_cost = 3.0 if ta is not None else 1.0 + 2.0 * scores.shape[1]
+        p_adv = 0.0  # fraction of the last step's points that were adversarial
         for it in range(self.n_iter):
             n = idx.numel()
             if f.shape[1] > 1:  # untargeted: the closest linearized boundary (dual norm of the gradient)
@@ -263,25 +273,35 @@ class FABSearch:
             x1f = ((x1f + self.eta * d[:n]) * (1 - alpha) + (x0f + self.eta * d[n:]) * alpha).clamp(low, high)
             x1 = x1f.to(xa0.dtype).view_as(xa0)
             last = it == self.n_iter - 1
-            scores, f, g = self._linearize(model, x1, ya, ta, queries, idx, grad=not last)
+            # Check first (a forward pass, then the gradient at the possibly pulled-back point) when
+            # enough of the last step's points were adversarial that the gradient at x1 would mostly
+            # be wasted; else take the gradient at x1 at once. Same points and gradients either way.
+            check_first = last or p_adv * grad_cost > _CHECK_FIRST_ABOVE
+            scores, f, g = self._linearize(model, x1, ya, ta, queries, idx, grad=not check_first)
             adv = scores.argmax(dim=1) != ya
-            if not bool(adv.any()):
-                continue
-            dist = lp_norm(x1 - xa0, norm).double()
-            better = adv & (dist < best[idx])
-            best[idx[better]], x_best[idx[better]] = dist[better], x1[better]
-            shape = (-1, *[1] * (x1.dim() - 1))
-            x1 = torch.where(adv.view(shape), xa0 + self.beta * (x1 - xa0), x1)
-            if stop is not None:
-                keep = best[idx] > stop
-                if not bool(keep.all()):
-                    idx, xa0, ya, x1, adv = idx[keep], xa0[keep], ya[keep], x1[keep], adv[keep]
-                    ta = None if ta is None else ta[keep]
-                    f = f[keep]
-                    g = None if g is None else g[keep]
-                    if idx.numel() == 0:
-                        return
-            if not last and bool(adv.any()):  # the gradient at the pulled-back points
+            n_adv = int(adv.sum())
+            p_adv = n_adv / n
+            if n_adv:
+                dist = lp_norm(x1 - xa0, norm).double()
+                better = adv & (dist < best[idx])
+                best[idx[better]], x_best[idx[better]] = dist[better], x1[better]
+                shape = (-1, *[1] * (x1.dim() - 1))
+                x1 = torch.where(adv.view(shape), xa0 + self.beta * (x1 - xa0), x1)
+                if stop is not None:
+                    keep = best[idx] > stop
+                    if not bool(keep.all()):
+                        idx, xa0, ya, x1, adv = idx[keep], xa0[keep], ya[keep], x1[keep], adv[keep]
+                        ta = None if ta is None else ta[keep]
+                        f = None if f is None else f[keep]
+                        g = None if g is None else g[keep]
+                        if idx.numel() == 0:
+                            return
+                        n_adv = int(adv.sum())
+            if last:
+                return
+            if check_first:  # the gradient at every (pulled-back or not) point
+                _, f, g = self._linearize(model, x1, ya, ta, queries, idx, grad=True)
+            elif n_adv:  # the gradient at the pulled-back points
                 sub = adv.nonzero().squeeze(1)
                 _, f2, g2 = self._linearize(model, x1[sub], ya[sub], None if ta is None else ta[sub],
                                             queries, idx[sub], grad=True)

@@ -132,11 +132,23 @@ def _window_mask(top: torch.Tensor, left: torch.Tensor, size: tuple[int, int], h
     return (mh.unsqueeze(2) & mw.unsqueeze(1)).unsqueeze(1)
 
 
-def _window_index(top: torch.Tensor, left: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """Advanced indices selecting each example's window: ``t[idx]`` has shape (B, sh, sw, C)."""
-    b = torch.arange(top.shape[0], device=top.device).view(-1, 1, 1)
-    rows = (top.view(-1, 1) + torch.arange(size[0], device=top.device)).unsqueeze(2)
-    cols = (left.view(-1, 1) + torch.arange(size[1], device=top.device)).unsqueeze(1)
+def _window_index(top: torch.Tensor, left: torch.Tensor, size: tuple[int, int],
+                  cache: dict | None = None) -> tuple[torch.Tensor, ...]:
+    """Advanced indices selecting each example's window: ``t[idx]`` has shape (B, sh, sw, C).
+
+    ``cache`` (a dict kept across the steps of a run) holds the index ranges per batch size and window.
+    """
+    key = (top.shape[0], size)
+    ranges = None if cache is None else cache.get(key)
+    if ranges is None:
+        dev = top.device
+        ranges = (torch.arange(top.shape[0], device=dev).view(-1, 1, 1), torch.arange(size[0], device=dev),
+                  torch.arange(size[1], device=dev))
+        if cache is not None:
+            cache[key] = ranges
+    b, r, c = ranges
+    rows = (top.view(-1, 1) + r).unsqueeze(2)
+    cols = (left.view(-1, 1) + c).unsqueeze(1)
     return b, slice(None), rows, cols
 
 
@@ -170,31 +182,32 @@ def _init_l2(x: torch.Tensor, eps: float, low: float, high: float, draw: _Draw) 
 
 
 def _step_linf(x: torch.Tensor, xb: torch.Tensor, eps: float, p: float, low: float, high: float,
-               draw: _Draw) -> torch.Tensor:
+               draw: _Draw, cache: dict | None = None) -> torch.Tensor:
     """Set one random window per example to ``x ± eps`` (one sign per channel).
 
     Each example takes the first of ``_MAX_REDRAWS`` sign draws that changes its window (the last
     draw if none does). The draws are made and tested at once, as a (B, R, C) batch: a loop that
     redraws until every example changes ran ~8 passes over the batch per step (small images, late
     1-pixel windows: a sign often repeats the current one) and cost ~40% of a forward pass.
+    ``cache``: index ranges reused across steps (see :func:`_window_index`).
     """
     b, c, h, w = x.shape
     size = window_size(p, h, w, "inf")
     top, left = draw.ints(h - size[0], b), draw.ints(w - size[1], b)
     signs = draw.signs(b, _MAX_REDRAWS, c)                                     # (B, R, C)
-    idx = _window_index(top, left, size)
+    idx = _window_index(top, left, size, cache)
     xw, bw = x[idx], xb[idx]                                                   # (B, sh, sw, C)
     cand = (xw.unsqueeze(1) + eps * signs.view(b, _MAX_REDRAWS, 1, 1, c)).clamp(low, high)
     changes = ((cand - bw.unsqueeze(1)).abs() >= 1e-7).flatten(2).any(dim=2)  # (B, R)
-    first = torch.where(changes.any(dim=1), changes.to(torch.uint8).argmax(dim=1),
-                        torch.full_like(top, _MAX_REDRAWS - 1))
+    changes[:, -1] = True  # the first draw that changes the window, else the last one
+    first = changes.to(torch.uint8).argmax(dim=1)
     out = xb.clone()
-    out[idx] = cand[torch.arange(b, device=x.device), first]
+    out[idx] = cand[idx[0].view(-1), first]
     return out
 
 
 def _step_l2(x: torch.Tensor, xb: torch.Tensor, eps: float, p: float, low: float, high: float,
-             draw: _Draw) -> torch.Tensor:
+             draw: _Draw, cache: dict | None = None) -> torch.Tensor:
     """Move window 2's mass into window 1 with a new bump and the unused budget; rescale to ``eps``."""
     b, c, h, w = x.shape
     size = window_size(p, h, w, "2")
@@ -204,7 +217,7 @@ def _step_l2(x: torch.Tensor, xb: torch.Tensor, eps: float, p: float, low: float
     delta = xb - x
     norm_img = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     union = (delta.square() * (m1 | m2)).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel
-    idx1 = _window_index(top1, left1, size)
+    idx1 = _window_index(top1, left1, size, cache)
     old = delta[idx1].permute(0, 3, 1, 2)                                     # (B, C, sh, sw)
     old = old / (1e-12 + old.square().sum(dim=(2, 3), keepdim=True).sqrt())
     new = _bumps(b, size, draw) * draw.signs(b, c, 1, 1) + old
@@ -263,6 +276,8 @@ class SquareSearch:
         draw = _Draw(generator, dev, x0.dtype)
         eps, low, high = threat.eps, threat.low, threat.high
         init, step = (_init_linf, _step_linf) if threat.norm == "inf" else (_init_l2, _step_l2)
+        fractions = [square_fraction(i, self.n_queries, self.p_init) for i in range(self.n_queries - 1)]
+        cache: dict = {}
         for _ in range(self.restarts):
             act = (~done).nonzero().squeeze(1)
             if act.numel() == 0:
@@ -271,10 +286,7 @@ class SquareSearch:
             xb = init(xa, eps, low, high, draw)
             lb = torch.full((act.numel(),), float("-inf"), dtype=torch.float64, device=dev)
             for i in range(self.n_queries):
-                if i == 0:
-                    cand = xb
-                else:
-                    cand = step(xa, xb, eps, square_fraction(i - 1, self.n_queries, self.p_init), low, high, draw)
+                cand = xb if i == 0 else step(xa, xb, eps, fractions[i - 1], low, high, draw, cache)
                 ev = goal.query(model, cand.reshape(-1, *shape), la, queries=queries, index=act)
                 loss, succ = ev.loss.double(), ev.success
                 better = succ | (loss > lb)
