@@ -307,20 +307,20 @@ def test_conv_same_fast_paths_match_conv2d(mode, dtype, kshape):
 def test_parallel_draws_do_not_depend_on_the_thread_count():
     from robustlab.transforms import image as mod
 
-    x = images(40, 3, 64, seed=1)  # 491520 values: drawn in chunks
-    assert x.numel() >= mod.PARALLEL_DRAW_MIN
+    x = images(40, 3, 64, seed=1)  # 491520 values: several sampler blocks, multi-threaded ops
+    assert x.numel() > max(mod.PARALLEL_DRAW_MIN, mod.BLOCK_VALUES)
     before = torch.get_num_threads()
     try:
         outs = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            outs.append([registry.create(n)(x, severity=3, generator=torch_generator(9))
-                         for n in ("shot_noise", "impulse_noise")])
+            outs.append([registry.create(n, table=t)(x, severity=3, generator=torch_generator(9))
+                         for n in ("shot_noise", "impulse_noise") for t in ("cifar", "imagenet")])
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
-    # the chunks are independent: no two chunks repeat each other's noise
-    y = outs[0][1].reshape(-1) != x.reshape(-1)
+    # no stretch of the noise repeats another one (e.g. two generators seeded alike)
+    y = outs[0][2].reshape(-1) != x.reshape(-1)
     q = y.numel() // mod.DRAW_CHUNKS
     assert not torch.equal(y[:q], y[q:2 * q])
 
@@ -332,3 +332,161 @@ def test_shot_noise_large_batch_statistics():
     assert torch.allclose(y * 12, counts, atol=1e-4)
     assert float(counts.mean()) == pytest.approx(3.0, rel=0.01) and float(counts.var()) == pytest.approx(3.0, rel=0.02)
     assert float((counts == 0).float().mean()) == pytest.approx(float(np.exp(-3.0)), rel=0.03)
+
+
+def _chi_square_pvalue(observed, expected):
+    """Pearson chi-square p-value, bins with expected count < 5 merged into their neighbour."""
+    stats = pytest.importorskip("scipy.stats")
+    obs, exp = [], []
+    o_acc = e_acc = 0.0
+    for o, e in zip(observed, expected, strict=True):
+        o_acc, e_acc = o_acc + o, e_acc + e
+        if e_acc >= 5:
+            obs.append(o_acc)
+            exp.append(e_acc)
+            o_acc = e_acc = 0.0
+    obs[-1] += o_acc
+    exp[-1] += e_acc
+    obs, exp = np.array(obs), np.array(exp)
+    return float(stats.chi2.sf(((obs - exp) ** 2 / exp).sum(), len(obs) - 1))
+
+
+@pytest.mark.parametrize(("value", "c"), [(128 / 255, 60.0), (1.0, 3.0), (0.3, 12.0), (0.77, 25.0),
+                                          (0.001, 60.0), (0.5 + 1e-7, 5.0), (40 / 255, 100.0)])
+def test_shot_noise_counts_follow_the_poisson_law(value, c):
+    """The table sampler (8-bit grid values and values off it) against scipy's Poisson pmf: chi-square,
+    mean and variance of the counts (min(X, c) / c; counts ≥ c lumped into one bin)."""
+    stats = pytest.importorskip("scipy.stats")
+    from robustlab.transforms.image import _poisson_counts
+
+    n = 200_000
+    x = torch.full((n,), value, dtype=torch.float32)
+    lam = float(x[0]) * c
+    y = _poisson_counts(x, c, torch_generator(11))
+    counts = torch.where(y >= 1, float(np.ceil(c)), (y.double() * c).round()).long()
+    top = int(np.ceil(c))
+    observed = torch.bincount(counts, minlength=top + 1)[:top + 1].double().numpy()
+    pmf = stats.poisson.pmf(np.arange(top), lam)
+    expected = n * np.append(pmf, stats.poisson.sf(top - 1, lam))
+    assert _chi_square_pvalue(observed, expected) > 1e-3
+    if stats.poisson.sf(top - 1, lam) < 1e-6:  # clipping negligible: the raw moments
+        se = np.sqrt(lam / n)
+        assert abs(float(counts.double().mean()) - lam) < 5 * se
+        assert float(counts.double().var()) == pytest.approx(lam, rel=6 * np.sqrt(2 / n) + 1e-9)
+
+
+@pytest.mark.parametrize("c", [3.0, 12.0, 60.0, 100.0, 7.3])
+def test_poisson_tables_give_the_exact_law(c):
+    """Pure cells, mixed cells and their bisection bounds reproduce scipy's pmf to 1e-12 at every 8-bit level."""
+    stats = pytest.importorskip("scipy.stats")
+    from robustlab.transforms.image import _poisson_table
+
+    tab = _poisson_table(c, torch.device("cpu"))
+    cells = 1 << tab.bits
+    cdf = tab.cdf.reshape(-1, tab.width).numpy()
+    guide = tab.guide.reshape(-1, cells).numpy().astype(np.float64)
+    upper = tab.upper.reshape(-1, cells).numpy()
+    top = int(np.ceil(c))
+    for j in (0, 1, 7, 100, 254, 255):
+        lam = float(np.float32(j) / np.float32(255)) * c
+        law = np.zeros(top + 1)  # P(min(X, c) = k), k = 0..ceil(c) (the last: X ≥ c)
+        for m in range(cells):
+            a, b = m / cells, (m + 1) / cells
+            if guide[j, m] >= 0:  # pure: one output value
+                k = min(int(round(guide[j, m] * c)), top) if guide[j, m] < 1 else top
+                law[k] += b - a
+                continue
+            lo, hi = int(-1 - guide[j, m]), int(upper[j, m])
+            for k in range(lo, hi + 1):
+                left = cdf[j, k - 1] if k > 0 else 0.0
+                law[min(k, top)] += max(0.0, min(b, cdf[j, k]) - max(a, left))
+        ref = np.append(stats.poisson.pmf(np.arange(top), lam), stats.poisson.sf(top - 1, lam))
+        assert np.allclose(law, ref, rtol=0, atol=1e-12), (j, np.abs(law - ref).max())
+
+
+def test_impulse_noise_hits_are_independent_bernoulli():
+    """Geometric-gap hits: per-block hit counts are Binomial(64, c) (chi-square), salt / pepper even odds."""
+    stats = pytest.importorskip("scipy.stats")
+    x = torch.full((1, 1, 1000, 640), 0.5)
+    c = TABLES["imagenet"]["impulse_noise"][2]
+    y = registry.create("impulse_noise", table="imagenet")(x, severity=3, generator=torch_generator(5))
+    hit = (y != 0.5).reshape(-1, 64)
+    per_block = hit.sum(1)
+    observed = torch.bincount(per_block, minlength=65).double().numpy()
+    expected = len(per_block) * stats.binom.pmf(np.arange(65), 64, c)
+    assert _chi_square_pvalue(observed, expected) > 1e-3
+    n_hit = int(hit.sum())
+    assert abs(n_hit - c * hit.numel()) < 5 * np.sqrt(hit.numel() * c * (1 - c))
+    salt = int((y == 1).sum())
+    assert abs(salt - n_hit / 2) < 5 * np.sqrt(n_hit / 4)
+    # neighbours are independent: P(hit, hit next) = c²
+    pairs = float((hit[:, :-1] & hit[:, 1:]).double().mean())
+    assert pairs == pytest.approx(c * c, rel=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("size", "radius"), [((17, 16), (3, 3)), ((32, 32), (7, 7)), ((5, 9), (4, 2)),
+                                              ((2, 3), (1, 1)), ((40, 24), (10, 6))])
+def test_conv_same_even_kernels_by_dct_match_conv2d(dtype, size, radius):
+    """Even kernels with reflect borders (the DCT-I path, radius up to H - 1) equal a padded conv2d."""
+    import torch.nn.functional as F
+
+    from robustlab.transforms.image import _conv_same
+
+    h, w = size
+    rh, rw = radius
+    x = images(3, 2, max(h, w), seed=6, dtype=dtype)[..., :h, :w].contiguous()
+    k = torch.rand(2 * rh + 1, 2 * rw + 1, generator=torch_generator(7), dtype=torch.float64)
+    k = k + k.flip(0)
+    k = k + k.flip(1)
+    k = k / k.sum()
+    y = F.pad(x.reshape(6, 1, h, w).double(), (rw, rw, rh, rh), mode="reflect")
+    ref = F.conv2d(y, k[None, None]).reshape(3, 2, h, w)
+    out = _conv_same(x, k, "reflect")
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.allclose(out.double(), ref, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+
+
+def test_defocus_blur_float32_matches_float64():
+    x = images(4, 3, 32, seed=8)
+    for table in ("cifar", "imagenet"):
+        t = DefocusBlur(table=table)
+        for s in (1, 2.5, 3, 5):
+            assert (t(x, severity=s).double() - t(x.double(), severity=s)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch(name):
+    x = torch.zeros(0, 3, 8, 8)
+    y = registry.create(name, table="imagenet")(x, severity=3, generator=torch_generator(0))
+    assert y.shape == x.shape
+
+
+def test_bernoulli_positions_edge_probabilities():
+    from robustlab.transforms.image import _bernoulli_positions
+
+    pos, bits = _bernoulli_positions(50, 1.0, torch_generator(0))
+    assert torch.equal(pos, torch.arange(50)) and set(bits.tolist()) <= {0, 1}
+    assert _bernoulli_positions(50, 0.0, torch_generator(0))[0].numel() == 0
+    pos, _ = _bernoulli_positions(1000, 0.999, torch_generator(0))  # nearly every trial a success
+    assert bool((pos[1:] > pos[:-1]).all()) and int(pos.max()) < 1000 and pos.numel() > 980
+
+
+@pytest.mark.parametrize(("delta", "q"), [(0.047, 0.5), (0.47, 0.6), (0.47, 1.0), (0.2, 0.03)])
+def test_thinned_residual_is_poisson(delta, q):
+    """The off-grid term of shot noise: Bernoulli(1 - e^-Δ) triggers (geometric gaps), a zero-truncated
+    Poisson(Δ) count each, events kept with probability q — together Poisson(q·Δ) (chi-square, mean)."""
+    stats = pytest.importorskip("scipy.stats")
+    from robustlab.transforms.image import _bernoulli_positions, _thinned_events
+
+    n = 400_000
+    g = torch_generator(13)
+    pos, _ = _bernoulli_positions(n, -np.expm1(-delta), g)
+    counts = torch.zeros(n, dtype=torch.float64)
+    counts[pos] = _thinned_events(delta, torch.full((pos.numel(),), q, dtype=torch.float64), g)
+    lam = q * delta
+    observed = torch.bincount(counts.long(), minlength=6)[:6].double().numpy()
+    observed[-1] += float((counts > 5).sum())
+    expected = n * np.append(stats.poisson.pmf(np.arange(5), lam), stats.poisson.sf(4, lam))
+    assert _chi_square_pvalue(observed, expected) > 1e-3
+    assert abs(float(counts.mean()) - lam) < 5 * np.sqrt(lam / n)
