@@ -97,6 +97,10 @@ class Certificate:
         return self.prediction == ABSTAIN
 
 
+#: noise is drawn in blocks of whole chunks of about this many values (fewer, larger draws: parallel on CPU)
+NOISE_BLOCK_VALUES = 1 << 21
+
+
 class Smooth:
     """The Gaussian-smoothed classifier ``g`` of a base classifier ``f`` (Cohen et al., ICML 2019).
 
@@ -131,16 +135,19 @@ class Smooth:
                      generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Standard-normal noise for ``num`` samples of each example of ``x``, chunk by chunk.
 
-        Yields fresh tensors ``(k, B, *x.shape[1:])`` (sample-major) drawn with ``generator`` on its
-        device (large CPU chunks in parallel slices: :func:`~robustlab.core.rng.parallel_randn`),
-        ``k = max(1, batch_size // B)`` samples per chunk.
+        Yields tensors ``(k, B, *x.shape[1:])`` (sample-major), ``k = max(1, batch_size // B)`` samples
+        per chunk (the last one smaller), drawn with ``generator`` on its device in blocks of whole
+        chunks of about :data:`NOISE_BLOCK_VALUES` values (large CPU blocks in parallel slices:
+        :func:`~robustlab.core.rng.parallel_randn`); each chunk is a view of its block, used once.
         """
         b = x.shape[0]
         k, left = max(1, batch_size // max(1, b)), int(num)
+        span = max(k, NOISE_BLOCK_VALUES // max(1, x.numel()) // k * k)  # samples per draw: whole chunks
         while left > 0:
-            m = min(k, left)
-            left -= m
-            yield parallel_randn((m, *x.shape), generator, dtype=x.dtype)
+            block = parallel_randn((min(span, left), *x.shape), generator, dtype=x.dtype)
+            left -= block.shape[0]
+            for i in range(0, block.shape[0], k):
+                yield block[i:i + k]
 
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       generator: torch.Generator) -> torch.Tensor:
@@ -154,7 +161,7 @@ class Smooth:
         for noise in self.noise_chunks(x, num, batch_size, generator):
             m = noise.shape[0]
             noisy = noise.to(dev)
-            if own and noisy is noise:  # a fresh chunk from Smooth.noise_chunks: scale it in place
+            if own and noisy is noise:  # a chunk of Smooth.noise_chunks, used once: scale it in place
                 noisy.mul_(self.sigma)
             else:  # a subclass's chunks may be views of its noise: leave them as they are
                 noisy = noisy * self.sigma

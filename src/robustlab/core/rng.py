@@ -35,7 +35,7 @@ def numpy_generator(seed: int) -> np.random.Generator:
 
 #: CPU draws of at least this many values are split into ``RANDN_CHUNKS`` fixed slices along dim 0,
 #: each with its own generator seeded from the caller's, drawn on a thread pool
-PARALLEL_RANDN_MIN = 1 << 16
+PARALLEL_RANDN_MIN = 1 << 18
 RANDN_CHUNKS = 4
 _POOL: ThreadPoolExecutor | None = None
 
