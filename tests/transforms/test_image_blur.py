@@ -215,3 +215,34 @@ def test_cuda(name):
     # a CPU generator also works on CUDA inputs and gives the CPU result
     y_cpu = t(x.cpu(), severity=3, generator=torch_generator(0))
     assert torch.allclose(t(x, severity=3, generator=torch_generator(0)).cpu(), y_cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 17, 23), (2, 1, 9, 5), (2, 2, 1, 6)])
+def test_motion_blur_matches_clamped_shifted_sums(shape):
+    """The row-gather implementation equals Σ_i k_i · x(clamp(p + d_i)) for any angle (incl. leftward, upward)."""
+    g = torch_generator(4)
+    x = torch.rand(*shape, generator=g, dtype=torch.float64)
+    n, _, h, w = shape
+    angle = torch.tensor([-170.0, -100.0, 30.0][:n])
+    radius, sigma = 4.0, 2.0
+    taps = torch.arange(2 * math.ceil(radius) + 1, dtype=torch.float64)
+    k = torch.exp(-(taps**2) / (2 * sigma**2))
+    k = k / k.sum()
+    want = torch.zeros_like(x)
+    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    for m in range(n):
+        th = float(angle[m]) * math.pi / 180
+        for i, kv in enumerate(k.tolist()):
+            dx, dy = math.ceil(i * math.cos(th) - 0.5), math.ceil(i * math.sin(th) - 0.5)
+            want[m] += kv * x[m][:, (ys + dy).clamp(0, h - 1), (xs + dx).clamp(0, w - 1)]
+    assert torch.allclose(motion_blur(x, radius, sigma, angle), want, atol=1e-12)
+
+
+def test_motion_blur_chunks_do_not_change_the_result(monkeypatch):
+    import robustlab.transforms.image_blur as blur
+
+    x = images(11, 3, 16, seed=3)
+    angle = torch.rand(11, generator=torch_generator(2)) * 360 - 180
+    whole = motion_blur(x, 6.0, 3.0, angle)
+    monkeypatch.setattr(blur, "MOTION_CHUNK_PIXELS", 16 * 16 * 4)  # chunks of 4 images
+    assert torch.equal(motion_blur(x, 6.0, 3.0, angle), whole)

@@ -297,14 +297,42 @@ def test_cuda(name):
 
 
 def test_jpeg_quantisation_rounds_ties_away_from_zero_like_libjpeg():
-    from robustlab.transforms.image_digital import _quantise_blocks
+    from robustlab.transforms.image_digital import _code_blocks, _jpeg_code_matrices
 
     # a flat block of 12 (level-shifted) has DC coefficient 8·12 = 96; with a DC step of 64 that is
     # 1.5 steps: libjpeg rounds to 2 (128 → flat 16), round-half-even would too; -96 must go to -2
-    table = torch.full((8, 8), 64.0, dtype=torch.float64)
+    fwd = _jpeg_code_matrices(50, False, torch.float32, torch.device("cpu"))[0]
+    q = torch.full((8, 8, 1), 64.0)
     for v, want in ((12.0, 16.0), (-12.0, -16.0), (4.0, 8.0), (-4.0, -8.0)):  # 4: DC 32 = 0.5 steps → 1
-        out = _quantise_blocks(torch.full((1, 1, 8, 8), v, dtype=torch.float64), table)
-        assert torch.allclose(out, torch.full_like(out, want), atol=1e-9), (v, out[0, 0, 0, 0])
+        out = _code_blocks(torch.full((8, 8, 3), v), (fwd, 4 * q, 8 * q, q / 8), 0.0)
+        assert torch.equal(out, torch.full_like(out, want)), (v, out[..., 0])
+
+
+def test_jpeg_exact_ties_of_rational_coefficients_and_samples():
+    """(u, v) ∈ {0, 4}² coefficients and blocks made of them are exact in float32: ties decided like libjpeg."""
+    from robustlab.transforms.image_digital import _code_blocks, _jpeg_code_matrices
+
+    fwd = _jpeg_code_matrices(50, False, torch.float32, torch.device("cpu"))[0]
+    s4 = torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0])  # signs of the v = 4 basis along a row
+    g = torch.Generator().manual_seed(0)
+    dc = torch.randint(-100, 101, (4096,), generator=g).double()
+    amp = torch.randint(-20, 21, (4096,), generator=g).double()
+    blocks = (dc + amp * s4.double()[:, None]).expand(8, 8, -1).float().contiguous()  # (i, j, block)
+    # steps: 48 for (0, 0) (DC 8·dc ties at half a step when dc is an odd multiple of 3), 12 for the rest
+    # ((0, 4) = 8·amp is never a tie, but its decoded contribution 12·r/8 is a half level for odd r)
+    q = torch.full((8, 8, 1), 12.0)
+    q[0, 0] = 48.0
+    out = _code_blocks(blocks, (fwd, 4 * q, 8 * q, q / 8), 0.5)
+
+    def away(r):
+        return torch.sign(r) * torch.floor(r.abs() + 0.5)
+
+    r00, r04 = 8 * dc / 48, 8 * amp / 12
+    assert bool(((r00 % 1) == 0.5).any())  # exact coefficient ties are present
+    sample = (48 * away(r00) + 12 * away(r04) * s4.double()[:, None]) / 8  # (j, block)
+    assert bool(((sample % 1) == 0.5).any())  # exact half-level samples are present
+    want = torch.floor(sample + 0.5).expand(8, 8, -1)  # libjpeg's islow IDCT descale: round half up
+    assert torch.equal(out.double(), want)
 
 
 def test_pixelate_single_matrix_form_matches_shrink_then_enlarge():
@@ -320,3 +348,13 @@ def test_pixelate_single_matrix_form_matches_shrink_then_enlarge():
             small = box_shrink_matrix(21, sh).float() @ x @ box_shrink_matrix(30, sw).float().T
             ref = small[..., _box_enlarge_index(sh, 21, x.device)[:, None], _box_enlarge_index(sw, 30, x.device)]
             assert torch.allclose(t(x, severity=s), ref.clamp(0, 1), atol=1e-6)
+
+
+def test_jpeg_chunks_do_not_change_the_result(monkeypatch):
+    import robustlab.transforms.image_digital as digital
+
+    x = images(11, 3, 24, seed=5, smooth=True)
+    t = JpegCompression(table="imagenet")
+    whole = t(x, severity=3)
+    monkeypatch.setattr(digital, "JPEG_CHUNK_PIXELS", 24 * 24 * 4)  # chunks of 4 images
+    assert torch.equal(t(x, severity=3), whole)

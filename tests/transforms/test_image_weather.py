@@ -290,3 +290,46 @@ def test_frost_grey_images_get_the_luma():
     f = frost_texture(2, 16, 16, torch_generator(0))
     luma = 0.299 * f[:, :1] + 0.587 * f[:, 1:2] + 0.114 * f[:, 2:]
     assert torch.allclose(y, (0.75 * x + 0.45 * luma).clamp(0, 1), atol=1e-6)
+
+
+def test_canny_sectors_exact_in_float32():
+    """|gy| ≤ |gx|·tan 22.5° and |gy| > |gx|·tan 67.5° decide the same in float32 as exactly, for every
+    pair of 8-bit Sobel magnitudes (|gx|, |gy| ≤ 4·255)."""
+    from robustlab.transforms.image_weather import _TAN22, _TAN67
+
+    ax = torch.arange(1021, dtype=torch.int64)[:, None]
+    ay = torch.arange(1021, dtype=torch.int64)[None, :]
+    for t, op in ((_TAN22, torch.le), (_TAN67, torch.gt)):
+        num = round(t * 10**8)  # the constants have 8 decimals: exact rational comparison in integers
+        exact = op(ay * 10**8, ax * num)
+        f32 = op(ay.float(), ax.float() * torch.tensor(t, dtype=torch.float32))
+        assert torch.equal(exact, f32)
+
+
+def test_spatter_water_mask_on_a_known_pattern_matches_the_nchw_helpers():
+    """The fused H-major water path equals the composition of the public (N, 1, H, W) helpers."""
+    from robustlab.transforms.image_weather import _EMBOSS, _box3, _gauss, _water_mask
+
+    g = torch_generator(3)
+    z = torch.randn(3, 1, 20, 24, generator=g).double()
+    mean, std, sigma, thresh = 0.65, 0.3, 2.0, 0.68
+    m = _water_mask(z[:, 0].transpose(0, 1).contiguous(), mean, std, sigma, thresh).transpose(0, 1)[:, None]
+    layer = _gauss(z * std + mean, sigma)
+    layer = torch.where(layer < thresh, torch.zeros_like(layer), layer)
+    img = torch.floor((layer * 255).clamp(0, 255))
+    dist = torch.floor(_box3(edge_distance(canny(img, 50.0, 150.0), 20)) + 1e-9)
+    dist = _equalise(dist)
+    k = torch.tensor(_EMBOSS, dtype=torch.float64)[None, None]
+    dist = torch.nn.functional.conv2d(torch.nn.functional.pad(dist, (1, 1, 1, 1), mode="reflect"), k)
+    dist = _box3(dist.round().clamp(0, 255)).round()
+    assert torch.equal(m.double(), img * dist)
+
+
+def test_spatter_chunks_do_not_change_the_result(monkeypatch):
+    import robustlab.transforms.image_weather as weather
+
+    x = torch.rand(11, 3, 20, 27, generator=torch_generator(0))
+    t = registry.create("spatter", table="imagenet")
+    whole = t(x, severity=2.5, generator=torch_generator(1))
+    monkeypatch.setattr(weather, "SPATTER_CHUNK_PIXELS", 20 * 27 * 3)  # chunks of 3 images
+    assert torch.equal(t(x, severity=2.5, generator=torch_generator(1)), whole)

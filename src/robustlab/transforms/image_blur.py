@@ -46,39 +46,75 @@ class _Blur(ImageCorruption):
         return BLUR_TABLES[self.table][self.name]
 
 
+#: motion_blur works on chunks of about this many pixels: each chunk's buffers stay small, since large
+#: fresh allocations are page-faulted on every call (a memory bound, not a parameter)
+MOTION_CHUNK_PIXELS = 1 << 17
+
+
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tensor) -> torch.Tensor:
     """ImageMagick-style motion blur of ``x (N, C, H, W)``, one direction per image.
 
     Output pixel = Σ_i k_i · x(p + round(i·(cos a, sin a))) for taps i = 0 .. 2·ceil(radius), with a
     one-sided Gaussian ``k_i ∝ exp(−i²/(2σ²))`` (normalised), ``a = angle[n]`` in degrees (0 = along
     +x, i.e. to the right; positive turns towards +y, down) and edge pixels repeated outside the image
-    (ImageMagick's default virtual pixels). ``sigma = 0`` is the identity. Loops over taps only; each
-    tap is one flat ``gather`` from the edge-padded batch with a per-image offset.
+    (ImageMagick's default virtual pixels). ``sigma = 0`` is the identity. Loops over taps only (and
+    over chunks of images, to bound memory): each image is stored channels-last and edge-padded along
+    x only as far as the taps reach, so each shifted copy is one ``index_select`` of whole pixel rows
+    (C·W contiguous values; rows outside the image are clamped row indices), accumulated tap by tap.
     """
     width = 2 * math.ceil(radius) + 1 if radius > 0 else 1
     taps = torch.arange(width, dtype=torch.float64)
     k = torch.exp(-(taps**2) / (2 * sigma**2)) if sigma > 0 else (taps == 0).double()
     k = (k / k.sum()).tolist()
+    used = [i for i, weight in enumerate(k) if weight >= 1e-12]  # negligible far taps of a narrow Gaussian
     n, c, h, w = x.shape
-    r = width - 1
-    xp = F.pad(x, (r, r, r, r), mode="replicate") if r > 0 else x
-    hp, wp = h + 2 * r, w + 2 * r
-    flat = xp.reshape(n, c, hp * wp)
-    theta = angle.to(device=x.device, dtype=torch.float64) * (math.pi / 180)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    # flat index of every output pixel in the padded image, shifted per image and tap
-    base = ((torch.arange(h, device=x.device)[:, None] + r) * wp
-            + torch.arange(w, device=x.device)[None, :] + r).reshape(1, h * w)
-    out = None
-    for i, weight in enumerate(k):
-        if weight < 1e-12:  # negligible far taps of a narrow Gaussian
-            continue
-        dx = torch.ceil(i * cos - 0.5).long()
-        dy = torch.ceil(i * sin - 0.5).long()
-        idx = (base + (dy * wp + dx)[:, None])[:, None, :].expand(n, c, h * w)
-        shifted = flat.gather(2, idx)
-        out = shifted.mul_(weight) if out is None else out.add_(shifted, alpha=weight)
-    return out.reshape(n, c, h, w)
+    dev = x.device
+    theta = angle.to(device=dev, dtype=torch.float64) * (math.pi / 180)
+    steps = torch.tensor(used, dtype=torch.float64, device=dev)[:, None]
+    dx = torch.ceil(steps * torch.cos(theta) - 0.5).long()  # (taps, N)
+    dy = torch.ceil(steps * torch.sin(theta) - 0.5).long()
+    weights = [k[i] for i in used]
+    out = torch.empty((n, c, h, w), dtype=x.dtype, device=dev)
+    step = max(1, MOTION_CHUNK_PIXELS // (h * w))
+    for j in range(0, n, step):
+        _motion_chunk(x[j:j + step], dx[:, j:j + step], dy[:, j:j + step], weights, out[j:j + step])
+    return out
+
+
+def _motion_chunk(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, weights: list[float],
+                  out: torch.Tensor) -> None:
+    """:func:`motion_blur` of the images ``x`` with tap offsets ``dx, dy (taps, N)``, into ``out``."""
+    n, c, h, w = x.shape
+    dev = x.device
+    left, right = max(0, -int(dx.min())), max(0, int(dx.max()))
+    wq = w + left + right
+    # channels-last, edge-padded along x: (N, H, Wq, C); a "row" is C·W contiguous values from any pixel
+    xq = torch.empty((n, h, wq, c), dtype=x.dtype, device=dev)
+    xc = x.permute(0, 2, 3, 1)
+    xq[:, :, left:left + w].copy_(xc)
+    if left:
+        xq[:, :, :left].copy_(xc[:, :, :1])
+    if right:
+        xq[:, :, left + w:].copy_(xc[:, :, -1:])
+    rows = xq.view(-1).as_strided((n * h * wq - w + 1, w * c), (c, 1))
+    first_row = torch.arange(n, device=dev)[:, None] * h
+    ys = torch.arange(h, device=dev)[None, :]
+
+    def start(t: int) -> torch.Tensor:
+        """Start pixel of the row read by output row y of image m at tap t (rows outside are clamped)."""
+        src_y = (ys + dy[t][:, None]).clamp_(0, h - 1)
+        return ((first_row + src_y) * wq + (left + dx[t])[:, None]).view(-1)
+
+    out_cl = out.permute(0, 2, 3, 1)  # the result, written channels-last by the last tap
+    if len(weights) == 1:
+        out_cl.copy_(torch.index_select(rows, 0, start(0)).view(n, h, w, c).mul_(weights[0]))
+        return
+    acc = torch.index_select(rows, 0, start(0)).mul_(weights[0])
+    buf = torch.empty_like(acc)
+    for t in range(1, len(weights) - 1):
+        acc.add_(torch.index_select(rows, 0, start(t), out=buf), alpha=weights[t])
+    torch.index_select(rows, 0, start(len(weights) - 1), out=buf)
+    torch.add(acc.view(n, h, w, c), buf.view(n, h, w, c), alpha=weights[-1], out=out_cl)
 
 
 @register("transform", "motion_blur")
