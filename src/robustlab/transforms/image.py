@@ -105,9 +105,12 @@ def apply_to_images(x: torch.Tensor, severity: float, generator: torch.Generator
     if s == 0:
         return x.clone()
     work = x4 if x4.dtype in (torch.float32, torch.float64) else x4.float()
-    out = apply(work.clamp(0.0, 1.0) if clamp_input else work, s, generator)
-    if not output_in_range:
-        out = out.clamp(0.0, 1.0)
+    src = work.clamp(0.0, 1.0) if clamp_input else work
+    out = apply(src, s, generator)
+    if not output_in_range:  # clip in place when ``apply`` made a new tensor (saves a full-size allocation)
+        fresh = out.untyped_storage().data_ptr() not in (x.untyped_storage().data_ptr(),
+                                                         src.untyped_storage().data_ptr())
+        out = out.clamp_(0.0, 1.0) if fresh and not out.requires_grad else out.clamp(0.0, 1.0)
     return out.to(x.dtype).reshape(x.shape)
 
 
