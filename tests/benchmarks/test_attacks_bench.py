@@ -30,6 +30,8 @@ PEER_KEYS = {
     "torchattacks_autoattack_seconds", "torchattacks_autoattack_robust_accuracy",
     "autoattack_reduced_vs_torchattacks_time_ratio", "autoattack_standard_vs_torchattacks_time_ratio",
     "torchattacks_apgd_seconds", "apgd_vs_torchattacks_time_ratio",
+    "torchattacks_autoattack_full_seconds", "torchattacks_autoattack_full_robust_accuracy",
+    "autoattack_standard_vs_torchattacks_full_time_ratio",
 }
 
 
@@ -79,6 +81,16 @@ def test_quick_run_with_torchattacks_fills_the_comparisons(bench, capsys):
         assert isinstance(report[key], float), key
     assert report["torchattacks_autoattack_budget"]["Square"] == 20  # --quick shrinks the peer's budget too
     assert report["autoattack_standard_seconds"] is None  # --skip-standard
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None, reason="torchattacks not installed")
+def test_quick_run_times_torchattacks_at_the_faithful_budget_too(bench, capsys):
+    report, _ = _run(bench, capsys)
+    budget = report["torchattacks_autoattack_full_budget"]
+    assert budget["APGD"] == budget["APGDT"] == budget["FAB"] == report["autoattack_standard_budget"]["n_iter"]
+    assert report["autoattack_standard_vs_torchattacks_full_time_ratio"] == pytest.approx(
+        report["autoattack_standard_seconds"] / report["torchattacks_autoattack_full_seconds"])
+    assert 0.0 <= report["torchattacks_autoattack_full_robust_accuracy"] <= 1.0
 
 
 def test_targets_read_the_right_keys(bench):
