@@ -77,3 +77,32 @@ def test_parallel_randn_is_deterministic_thread_independent_and_normal():
     assert float(torch.corrcoef(quarters).fill_diagonal_(0).abs().max()) < 0.02
     small = parallel_randn((3, 5), torch_generator(1), dtype=torch.float64)  # below the threshold: plain randn
     assert torch.equal(small, torch.randn((3, 5), generator=torch_generator(1), dtype=torch.float64))
+
+
+def test_parallel_randn_works_in_a_forked_child():
+    import multiprocessing as mp
+
+    import torch
+
+    from robustlab.core.rng import PARALLEL_RANDN_MIN, parallel_randn, torch_generator
+
+    shape = (8, PARALLEL_RANDN_MIN // 4 + 5)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = parallel_randn(shape, torch_generator(7))  # the parent's pool exists now
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_child_draw, (shape,)).get(timeout=60)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(torch.as_tensor(got), want)
+
+
+def _child_draw(shape):
+    import torch
+
+    from robustlab.core.rng import parallel_randn, torch_generator
+
+    torch.set_num_threads(2)
+    return parallel_randn(shape, torch_generator(7)).numpy()

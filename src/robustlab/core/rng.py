@@ -7,6 +7,7 @@ stable hash, so a job computes the same numbers whichever process or machine run
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,14 +38,15 @@ def numpy_generator(seed: int) -> np.random.Generator:
 #: each with its own generator seeded from the caller's, drawn on a thread pool
 PARALLEL_RANDN_MIN = 1 << 18
 RANDN_CHUNKS = 4
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
+    """The draw threads, made anew in a forked child (a parent's pool has no threads there)."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(RANDN_CHUNKS, thread_name_prefix="robustlab-randn")
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(RANDN_CHUNKS, thread_name_prefix="robustlab-randn"))
+    return _POOL[1]
 
 
 def parallel_randn(shape: tuple[int, ...], generator: torch.Generator,
