@@ -230,18 +230,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         reports[key] = aa.cost_report()
     for k in ("seconds", "cpu_seconds", "robust_accuracy", "budget", "member_seconds"):
         out[f"torchattacks_autoattack_{k}"] = None
-    if have_ta:
-        ta_aa = peers.torchattacks_autoattack(module, eps=eps, n_classes=n_classes, seed=args.seed,
-                                              square_queries=aa_square if args.quick else None)
-        out["torchattacks_autoattack_budget"] = peers.torchattacks_budget(ta_aa)
-        note(f"torchattacks AutoAttack standard {out['torchattacks_autoattack_budget']}")
-        out["torchattacks_autoattack_member_seconds"] = peers.time_members(ta_aa)
+    def run_peer(prefix: str, label: str, n_iter: int | None) -> None:
+        """Time torchattacks' AutoAttack (its own budget, or members set to ``n_iter``) into ``prefix_*``."""
+        atk = peers.torchattacks_autoattack(module, eps=eps, n_classes=n_classes, seed=args.seed,
+                                            square_queries=aa_square if args.quick else None, n_iter=n_iter)
+        out[f"{prefix}_budget"] = peers.torchattacks_budget(atk)
+        note(f"torchattacks AutoAttack {label} {out[f'{prefix}_budget']}")
+        if n_iter is None:
+            out[f"{prefix}_member_seconds"] = peers.time_members(atk)
         floors.sample()
         torch.manual_seed(args.seed)
-        wall, cpu, pred = timed(lambda: _predict(model, ta_aa(x, y)), dev)
-        _check_untouched(x, x_sum, module, "torchattacks AutoAttack")
-        out.update({"torchattacks_autoattack_seconds": wall, "torchattacks_autoattack_cpu_seconds": cpu,
-                    "torchattacks_autoattack_robust_accuracy": _acc(pred, y)})
+        wall, cpu, pred = timed(lambda: _predict(model, atk(x, y)), dev)
+        _check_untouched(x, x_sum, module, f"torchattacks AutoAttack {label}")
+        out.update({f"{prefix}_seconds": wall, f"{prefix}_cpu_seconds": cpu,
+                    f"{prefix}_robust_accuracy": _acc(pred, y)})
+
+    if have_ta:
+        run_peer("torchattacks_autoattack", "standard", None)
     for key in ("reduced", "standard"):
         for sfx, clock in (("time_ratio", "seconds"), ("cpu_time_ratio", "cpu_seconds")):
             out[f"autoattack_{key}_vs_torchattacks_{sfx}"] = ratio(out.get(f"autoattack_{key}_{clock}"),
@@ -251,17 +256,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for k in ("seconds", "cpu_seconds", "robust_accuracy", "budget"):
         out[f"torchattacks_autoattack_full_{k}"] = None
     if have_ta and "standard" in aa_runs:
-        ta_full = peers.torchattacks_autoattack(module, eps=eps, n_classes=n_classes, seed=args.seed,
-                                                square_queries=aa_square if args.quick else None,
-                                                n_iter=aa_runs["standard"].n_iter)
-        out["torchattacks_autoattack_full_budget"] = peers.torchattacks_budget(ta_full)
-        note(f"torchattacks AutoAttack at the faithful budget {out['torchattacks_autoattack_full_budget']}")
-        floors.sample()
-        torch.manual_seed(args.seed)
-        wall, cpu, pred = timed(lambda: _predict(model, ta_full(x, y)), dev)
-        _check_untouched(x, x_sum, module, "torchattacks AutoAttack (faithful budget)")
-        out.update({"torchattacks_autoattack_full_seconds": wall, "torchattacks_autoattack_full_cpu_seconds": cpu,
-                    "torchattacks_autoattack_full_robust_accuracy": _acc(pred, y)})
+        run_peer("torchattacks_autoattack_full", "at the faithful budget", aa_runs["standard"].n_iter)
     for sfx, clock in (("time_ratio", "seconds"), ("cpu_time_ratio", "cpu_seconds")):
         out[f"autoattack_standard_vs_torchattacks_full_{sfx}"] = ratio(
             out.get(f"autoattack_standard_{clock}"), out[f"torchattacks_autoattack_full_{clock}"])
