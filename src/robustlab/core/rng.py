@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "torch_generator", "numpy_generator", "parallel_randn"]
+__all__ = ["derive_seed", "torch_generator", "numpy_generator", "parallel_randn", "run_chunks", "split_generator"]
+
+T = TypeVar("T")
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -49,6 +53,23 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
+def split_generator(generator: torch.Generator, k: int) -> list[torch.Generator]:
+    """``k`` fresh CPU generators seeded from ``generator`` (one draw of ``k`` seeds from it)."""
+    seeds = torch.randint(0, 2**62, (k,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def run_chunks(fn: Callable[[int], T], k: int) -> list[T]:
+    """``[fn(0), ..., fn(k - 1)]``, on the shared draw threads when torch may use more than one thread.
+
+    For independent, seeded chunks of work (each with its own generator): the results do not depend
+    on whether or how the chunks run in parallel.
+    """
+    if torch.get_num_threads() <= 1:
+        return [fn(i) for i in range(k)]
+    return list(_pool().map(fn, range(k)))
+
+
 def parallel_randn(shape: tuple[int, ...], generator: torch.Generator,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard-normal samples of ``shape`` drawn in parallel on CPU, a deterministic function of the seed.
@@ -61,17 +82,13 @@ def parallel_randn(shape: tuple[int, ...], generator: torch.Generator,
     numel = int(np.prod(shape)) if len(shape) else 1
     if generator.device.type != "cpu" or numel < PARALLEL_RANDN_MIN or shape[0] < RANDN_CHUNKS:
         return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
-    seeds = torch.randint(0, 2**62, (RANDN_CHUNKS,), generator=generator).tolist()
+    gens = split_generator(generator, RANDN_CHUNKS)
     out = torch.empty(shape, dtype=dtype)
     cuts = [shape[0] * i // RANDN_CHUNKS for i in range(RANDN_CHUNKS + 1)]
 
     def one(i: int) -> None:
         part = out[cuts[i]:cuts[i + 1]]
-        torch.randn(part.shape, generator=torch.Generator().manual_seed(int(seeds[i])), dtype=dtype, out=part)
+        torch.randn(part.shape, generator=gens[i], dtype=dtype, out=part)
 
-    if torch.get_num_threads() <= 1:
-        for i in range(RANDN_CHUNKS):
-            one(i)
-    else:
-        list(_pool().map(one, range(RANDN_CHUNKS)))
+    run_chunks(one, RANDN_CHUNKS)
     return out
