@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from robustlab.core.registry import register
 from robustlab.transforms._common import check_severity, interpolate
-from robustlab.transforms.image import ImageCorruption, _conv_same, gaussian_kernel1d
+from robustlab.transforms._filters import _band_matrix, _conv_same, gaussian_kernel1d
+from robustlab.transforms.image import ImageCorruption
 from robustlab.transforms.image_blur import clipped_zoom, motion_blur
 
 __all__ = ["FOG_MAP_SIZE", "WEATHER_TABLES", "Fog", "Frost", "Snow", "Spatter", "canny", "edge_distance",
@@ -187,28 +188,13 @@ def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
 # a filter along W is a product with a W×W matrix or shifted slices of the last axis, one along H is a
 # single product with an H×H matrix or shifted slices of whole (N, W) rows.
 
-_SPATTER_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def _band(kernel: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(n, n)`` matrix of the 1-D correlation with ``kernel`` after edge replication (cached)."""
-    key = (tuple(kernel.tolist()), n, dtype, torch.device(device))
-    if key not in _SPATTER_CACHE:
-        if len(_SPATTER_CACHE) > 64:
-            _SPATTER_CACHE.clear()
-        r = kernel.numel() // 2
-        idx = (torch.arange(n)[:, None] + torch.arange(-r, r + 1)[None, :]).clamp(0, n - 1)
-        m = torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, idx, kernel.double().expand(n, -1).contiguous())
-        _SPATTER_CACHE[key] = m.to(dtype=dtype, device=device)
-    return _SPATTER_CACHE[key]
-
-
 def _gauss_hnw(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """:func:`_gauss` of contiguous H-major images ``(H, N, W)``: one matrix product per axis (columns first)."""
     h, n, w = x.shape
     k = gaussian_kernel1d(sigma)
-    y = x.view(h * n, w) @ _band(k, w, x.dtype, x.device).T
-    return (_band(k, h, x.dtype, x.device) @ y.view(h, n * w)).view(h, n, w)
+    bw, bh = (_band_matrix(k, m, "replicate").to(dtype=x.dtype, device=x.device) for m in (w, h))  # cached
+    y = x.view(h * n, w) @ bw.T
+    return (bh @ y.view(h, n * w)).view(h, n, w)
 
 
 def _reflect1(t: torch.Tensor, dim: int) -> torch.Tensor:
