@@ -38,7 +38,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
@@ -64,18 +63,10 @@ from robustlab.models import zoo
 __all__ = ["NeverSucceeds", "main", "parse_args", "run_benchmark", "targets"]
 
 
-def _sibling(name: str) -> Any:
-    """Import ``benchmarks/<name>.py`` whether this file runs as a script or is loaded by path."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_robustlab_bench{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this file, script or not
+import _peers as peers  # noqa: E402
+import _timing as timing  # noqa: E402
 
-
-peers = _sibling("_peers")
-timing = _sibling("_timing")
 Floors, floor_seconds, median_runs, ratio, timed = (timing.Floors, timing.floor_seconds, timing.median_runs,
                                                     timing.ratio, timing.timed)
 

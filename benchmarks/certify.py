@@ -32,7 +32,6 @@ never asserted. Run::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import sys
@@ -54,18 +53,9 @@ __all__ = ["main", "parse_args", "run_benchmark", "targets"]
 MODELS = ("digits-mlp", "digits-cnn")
 
 
-def _sibling(name: str) -> Any:
-    """Import ``benchmarks/<name>.py`` whether this file runs as a script or is loaded by path."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_robustlab_bench{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-peers = _sibling("_peers")
-timing = _sibling("_timing")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this file, script or not
+import _peers as peers  # noqa: E402
+import _timing as timing  # noqa: E402
 
 
 def _key(name: str) -> str:
