@@ -176,10 +176,9 @@ def _lower_upper(ops: list[Op], a: torch.Tensor, bias: torch.Tensor, relu_bounds
     scaled = a_l.T[keep].unsqueeze(2) * w[keep].unsqueeze(1)  # (K, B, n_in + 1): one large matrix product
     common = (a0[:, keep] @ scaled.flatten(1)).view(s, b, -1).transpose(0, 1)  # (B, S, n_in + 1)
     low, up = common, common
-    unstable = (a_u != a_l) | (b_u != 0)
-    width = int(unstable.sum(1).max()) if b else 0
-    if width:  # each example's unstable neurons (padded to the batch's largest count with zero rows)
-        a_t, extra = _unstable_terms(a0.T.contiguous(), w, a_l, a_u, b_u, unstable, width)
+    terms = _unstable_terms(a0, w, a_l, a_u, b_u, a0.dtype)
+    if terms is not None:  # each example's unstable neurons (padded to the batch's largest count with zero rows)
+        a_t, extra = terms
         low = low + a_t.clamp_max(0).transpose(1, 2) @ extra
         up = up + a_t.clamp_min(0).transpose(1, 2) @ extra
     rest, shape = ops[:k], (b, s, *chain[0].in_shape)
@@ -188,13 +187,18 @@ def _lower_upper(ops: list[Op], a: torch.Tensor, bias: torch.Tensor, relu_bounds
     return lower, upper
 
 
-def _unstable_terms(a0_t: torch.Tensor, w: torch.Tensor, a_l: torch.Tensor, a_u: torch.Tensor, b_u: torch.Tensor,
-                    unstable: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A's columns (B, U, S) and the relaxation gaps times ``[W | b]`` (B, U, n_in + 1) of each example's U
-    unstable neurons (padded with zero rows to the batch's largest count ``width``). ``a0_t`` is A's
-    transpose (n, S), contiguous, so gathering its rows is a fast copy; results in ``a0_t``'s dtype."""
+def _unstable_terms(a0: torch.Tensor, w: torch.Tensor, a_l: torch.Tensor, a_u: torch.Tensor, b_u: torch.Tensor,
+                    dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A's columns (B, U, S) and the relaxation gaps times ``[W | b]`` (B, U, n_in + 1) of each example's
+    unstable neurons, U = the batch's largest count (others padded with zero rows), in dtype ``dt``;
+    None when no neuron is unstable. A's transpose is made contiguous first, so gathering its rows is a
+    fast copy."""
+    unstable = (a_u != a_l) | (b_u != 0)
+    width = int(unstable.sum(1).max()) if unstable.numel() else 0
+    if not width:
+        return None
+    a0_t = a0.T.to(dt).contiguous()
     idx = torch.argsort(unstable.to(torch.uint8), dim=1, descending=True, stable=True)[:, :width]  # (B, U)
-    dt = a0_t.dtype
     on = unstable.gather(1, idx).to(dt)
     rows = idx.flatten()
     w_rows = w.index_select(0, rows).view(*idx.shape, -1).to(dt)  # index_select: much faster than w[idx]
@@ -230,14 +234,13 @@ def _folded_box32(a0: torch.Tensor, w: torch.Tensor, a_l: torch.Tensor, a_u: tor
     common_t = (a_k @ (a_lk.unsqueeze(2) * w_k.unsqueeze(1)).flatten(1)).view(s, b, -1).transpose(0, 1)
     terms = torch.mm(a_lk.T * (reach @ w_k.abs().T), a_k.abs().T)  # (B, S): sum_k |A0||a_l|(|W_k| . reach)
     m = len(keep)
-    unstable = (a_u != a_l) | (b_u != 0)
-    width = int(unstable.sum(1).max()) if b else 0
-    if width:
-        a_t, extra = _unstable_terms(a0.T.to(f32).contiguous(), w, a_l, a_u, b_u, unstable, width)
+    unstable_terms = _unstable_terms(a0, w, a_l, a_u, b_u, f32)
+    if unstable_terms is not None:
+        a_t, extra = unstable_terms
         low = torch.baddbmm(common_t, a_t.clamp_max(0).transpose(1, 2), extra)
         up = torch.baddbmm(common_t, a_t.clamp_min(0).transpose(1, 2), extra)
         terms = terms + (a_t.abs().transpose(1, 2) @ (extra.abs() @ reach.unsqueeze(2))).squeeze(2)
-        m += width
+        m += a_t.shape[1]
     else:
         low = up = common_t.contiguous()
     mid = ((hi + lo) / 2).flatten(1)
