@@ -154,9 +154,8 @@ def smoothed_scores(model: Model | Any, x: torch.Tensor, sigma: float, n_samples
         b = xg.shape[0]
         s1 = torch.zeros(b, c, dtype=torch.float64)
         s2 = torch.zeros(b, c, dtype=torch.float64)
-        for noise in smooth.noise_chunks(xg, n_samples, batch_size, generator):
-            m = noise.shape[0]
-            noisy = (noise.to(model.device) * sigma + xg.unsqueeze(0)).reshape(m * b, *xg.shape[1:])
+        for noisy in smooth.noisy_inputs(xg, n_samples, batch_size, generator):
+            m = noisy.shape[0] // b
             probs = F.softmax(checked_scores(model, noisy, batch_size=m * b).double(), dim=1)
             s = fn(probs, generator if randomized else None)
             if transform is not None:

@@ -149,28 +149,35 @@ class Smooth:
             for i in range(0, block.shape[0], k):
                 yield block[i:i + k]
 
-    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
-                      generator: torch.Generator) -> torch.Tensor:
-        """Counts ``(B, num_classes)`` (long, CPU) of ``f(x + sigma * noise)`` over ``num`` samples per example."""
-        b, c = x.shape[0], self.num_classes
+    def noisy_inputs(self, x: torch.Tensor, num: int, batch_size: int,
+                     generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """``x + sigma * noise`` (never clipped) for ``num`` samples of each example, chunk by chunk, on the
+        model's device: tensors ``(k * B, *x.shape[1:])``, sample-major (the chunks of :meth:`noise_chunks`)."""
+        b = x.shape[0]
         dev = self.model.device
         xd = x.to(dev).unsqueeze(0)
-        offset = torch.arange(b).mul_(c).unsqueeze(0)
-        counts = torch.zeros(b * c, dtype=torch.long)
         own = type(self).noise_chunks is Smooth.noise_chunks
         for noise in self.noise_chunks(x, num, batch_size, generator):
-            m = noise.shape[0]
             noisy = noise.to(dev)
             if own and noisy is noise:  # a chunk of Smooth.noise_chunks, used once: scale it in place
                 noisy.mul_(self.sigma)
             else:  # a subclass's chunks may be views of its noise: leave them as they are
                 noisy = noisy * self.sigma
-            noisy += xd  # x + sigma * eps, never clipped
-            scores = checked_scores(self.model, noisy.reshape(m * b, *x.shape[1:]), batch_size=m * b)
+            noisy += xd
+            yield noisy.reshape(noise.shape[0] * b, *x.shape[1:])
+
+    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
+                      generator: torch.Generator) -> torch.Tensor:
+        """Counts ``(B, num_classes)`` (long, CPU) of ``f(x + sigma * noise)`` over ``num`` samples per example."""
+        b, c = x.shape[0], self.num_classes
+        offset = torch.arange(b).mul_(c).unsqueeze(0)
+        counts = torch.zeros(b * c, dtype=torch.long)
+        for noisy in self.noisy_inputs(x, num, batch_size, generator):
+            scores = checked_scores(self.model, noisy, batch_size=noisy.shape[0])
             if scores.shape[1] != c:
                 raise ModelError(f"the base classifier returned {scores.shape[1]} scores, Smooth expects {c}",
                                  fix="pass num_classes equal to the model's number of outputs")
-            idx = scores.argmax(dim=1).view(m, b) + offset
+            idx = scores.argmax(dim=1).view(-1, b) + offset
             counts += torch.bincount(idx.flatten(), minlength=b * c)
         return counts.view(b, c)
 
