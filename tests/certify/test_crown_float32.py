@@ -49,6 +49,15 @@ def _layer2_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[
     return crown._tighten(prefix, relus[1].in_shape, {id(relus[0]): first}, lo, hi, l2, u2)
 
 
+def _both_precisions(matmul, net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple:
+    """:func:`_layer2_bounds` with every product in float64, then with the float32 fold."""
+    out = []
+    for mode in ("float64", "float32"):
+        matmul(mode)
+        out.append(_layer2_bounds(net, lo, hi))
+    return tuple(out)
+
+
 def _true_preacts(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     double = nn.Sequential(*list(net)[:3]).double()
     with torch.no_grad():
@@ -61,10 +70,7 @@ def test_float32_bounds_contain_float64_bounds_and_samples(matmul, scale):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(12, 20, generator=g, dtype=torch.float64)
     lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
-    matmul("float64")
-    l64, u64 = _layer2_bounds(net, lo, hi)
-    matmul("float32")
-    l32, u32 = _layer2_bounds(net, lo, hi)
+    (l64, u64), (l32, u32) = _both_precisions(matmul, net, lo, hi)
     # float64 is the reference (its own rounding ~1e-13 relative): float32 may only be looser, and barely
     tol = 1e-12 * (1 + u64.abs().max())
     assert bool((l32 <= l64 + tol).all()) and bool((u32 >= u64 - tol).all())
@@ -86,10 +92,7 @@ def test_float32_slack_covers_catastrophic_cancellation(matmul):
         net[2].weight.copy_(torch.cat([torch.ones(24, 16), torch.ones(24, 16)], 1) + 1e-4 * torch.randn(24, 32))
     x = torch.rand(6, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     lo, hi = x - 1e-3, x + 1e-3
-    matmul("float64")
-    l64, u64 = _layer2_bounds(net, lo, hi)
-    matmul("float32")
-    l32, u32 = _layer2_bounds(net, lo, hi)
+    (l64, u64), (l32, u32) = _both_precisions(matmul, net, lo, hi)
     tol = 1e-9 * (1 + u64.abs().max())
     assert bool((l32 <= l64 + tol).all()) and bool((u32 >= u64 - tol).all())
 
