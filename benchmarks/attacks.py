@@ -64,6 +64,7 @@ __all__ = ["NeverSucceeds", "main", "parse_args", "run_benchmark", "targets"]
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this file, script or not
+import _calls as calls  # noqa: E402
 import _peers as peers  # noqa: E402
 import _timing as timing  # noqa: E402
 
@@ -210,11 +211,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                       n_iter=aa_full_iter, square_queries=aa_square)}
     if args.skip_standard:
         del aa_runs["standard"]
-    reports = {}
+    reports, logs = {}, {}
     for key, aa in aa_runs.items():
         note(f"robustlab AutoAttack {key} ({aa.n_iter} iterations, Square {aa.square_queries})")
         floors.sample()
-        wall, cpu, pred = timed(lambda a=aa: _predict(model, a(model, x, y, generator=seeded()).x_adv), dev)
+        logs[key] = logged = calls.LoggedModel(model)  # the same model, with a log of its calls' sizes
+        wall, cpu, pred = timed(lambda a=aa, m=logged: _predict(model, a(m, x, y, generator=seeded()).x_adv), dev)
         out.update({f"autoattack_{key}_seconds": wall, f"autoattack_{key}_cpu_seconds": cpu,
                     f"autoattack_{key}_robust_accuracy": _acc(pred, y),
                     f"autoattack_{key}_budget": {"n_iter": aa.n_iter, "square_queries": aa.square_queries}})
@@ -223,7 +225,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         out[f"torchattacks_autoattack_{k}"] = None
     def run_peer(prefix: str, label: str, n_iter: int | None) -> None:
         """Time torchattacks' AutoAttack (its own budget, or members set to ``n_iter``) into ``prefix_*``."""
-        atk = peers.torchattacks_autoattack(module, eps=eps, n_classes=n_classes, seed=args.seed,
+        logs[prefix] = logged = calls.LoggedModel(model)
+        atk = peers.torchattacks_autoattack(peers.ModelModule(logged), eps=eps, n_classes=n_classes, seed=args.seed,
                                             square_queries=aa_square if args.quick else None, n_iter=n_iter)
         out[f"{prefix}_budget"] = peers.torchattacks_budget(atk)
         note(f"torchattacks AutoAttack {label} {out[f'{prefix}_budget']}")
@@ -272,6 +275,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault(f"autoattack_{key}_seconds", None)
         out.setdefault(f"autoattack_{key}_robust_accuracy", None)
     out["autoattack_overhead"] = out["autoattack_standard_overhead"]
+    # --- the model calls alone: each AutoAttack run's logged calls replayed at the same batch sizes ----------
+    note("replaying the AutoAttack runs' model calls")
+    for key, log in logs.items():
+        prefix = key if key.startswith("torchattacks") else f"autoattack_{key}"
+        rep = calls.replay_seconds(model, log.counts(), x, y)
+        out[f"{prefix}_model_calls"] = rep
+        out[f"{prefix}_model_call_share"] = ratio(rep["seconds"], out.get(f"{prefix}_seconds"))
+    std = out.get("autoattack_standard_model_calls")
+    out["autoattack_standard_model_calls_vs_torchattacks"] = ratio(
+        None if std is None else std["seconds"], out.get("torchattacks_autoattack_seconds"))
     out["targets"] = targets(out)
     return out
 
@@ -358,6 +371,8 @@ TABLE_ROWS = (
     "torchattacks_autoattack_full_robust_accuracy", "autoattack_standard_vs_torchattacks_full_time_ratio",
     "autoattack_standard_vs_torchattacks_full_cpu_time_ratio", "autoattack_reduced_overhead",
     "autoattack_reduced_overhead_cpu", "autoattack_overhead", "autoattack_standard_overhead_cpu",
+    "autoattack_reduced_model_call_share", "autoattack_standard_model_call_share",
+    "torchattacks_autoattack_model_call_share", "autoattack_standard_model_calls_vs_torchattacks",
 )
 
 

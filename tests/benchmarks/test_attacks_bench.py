@@ -67,6 +67,12 @@ def test_quick_run_without_peers_reports_every_key(bench, capsys, monkeypatch):
     assert report["floor_seconds"] > 0 and report["pgd_mean_queries_all"] == report["pgd_steps"] + 1
     assert set(report["autoattack_reduced_cost"]["attacks"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
     assert report["autoattack_standard_budget"] == {"n_iter": 5, "square_queries": 20}
+    for key in ("autoattack_reduced", "autoattack_standard"):  # the runs' model calls, replayed
+        calls = report[f"{key}_model_calls"]
+        assert calls["calls"] >= 1 and calls["forward_seconds"] > 0  # at least the clean check
+        assert calls["seconds"] == pytest.approx(calls["gradient_seconds"] + calls["forward_seconds"])
+        assert report[f"{key}_model_call_share"] == pytest.approx(calls["seconds"] / report[f"{key}_seconds"])
+    assert report["autoattack_standard_model_calls_vs_torchattacks"] is None  # no peer
     targets = report["targets"]
     assert all(v is None for k, v in targets.items() if "torchattacks" in k)
     assert isinstance(targets["pgd_overhead <= 1.15"], bool)
