@@ -17,8 +17,13 @@ breaks), it measures:
   same eps, alpha (``2.5 eps / steps``) and uniform random start, each followed by one prediction;
 * AutoAttack ``standard`` at torchattacks' reduced budget (10 iterations, Square 5000) and at the
   paper's full budget (100 iterations), against torchattacks' ``AutoAttack(version="standard")``:
-  wall time and robust accuracy; and the full run's cost against its own floor from
-  ``cost_report`` (Square's queries at the forward floor, the others at the forward+backward floor).
+  wall time and robust accuracy, in ``--aa-repeats`` interleaved rounds (each time the median over
+  rounds, each ratio the median of the per-round ratios, so slow drifts of the machine's speed hit both
+  sides alike); the full run's cost against its own floor from ``cost_report`` (Square's queries at the
+  forward floor, the others at the forward+backward floor); and each run's **model calls alone**: every
+  call's batch size and kind is logged, then replayed (``_calls.py``), which gives the time any
+  implementation making the same calls at the same batch sizes needs (``*_model_calls``,
+  ``*_model_call_share``, ``autoattack_standard_model_calls_vs_torchattacks``).
 
 Every time is taken on two clocks: wall (``*_seconds``, ``*_time_ratio``, ``*_overhead``) and this
 process's CPU time (``*_cpu_seconds``, ``*_cpu_time_ratio``, ``*_overhead_cpu``), which on a shared
@@ -204,56 +209,81 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         out["torchattacks_apgd_robust_accuracy"] = _acc(_predict(model, xa), y)
     out["apgd_vs_torchattacks_time_ratio"] = ratio(out["apgd_seconds"], out["torchattacks_apgd_seconds"])
 
-    # --- AutoAttack ---------------------------------------------------------------------------------------
+    # --- AutoAttack: interleaved rounds, so that slow drifts of the machine's speed hit both sides alike ------
+    # each round: robustlab reduced, torchattacks' standard, robustlab's faithful standard, torchattacks at
+    # the faithful budget; every time is the median over rounds, every ratio the median of per-round ratios
     aa_runs = {"reduced": AutoAttack("inf", eps, "standard", budget="reduced", seed=args.seed,
                                      square_queries=aa_square),
                "standard": AutoAttack("inf", eps, "standard", budget="full", seed=args.seed,
                                       n_iter=aa_full_iter, square_queries=aa_square)}
     if args.skip_standard:
         del aa_runs["standard"]
-    reports, logs = {}, {}
-    for key, aa in aa_runs.items():
+    reports, logs, runs = {}, {}, {}
+
+    def record(prefix: str, wall: float, cpu: float, acc: float) -> None:
+        r = runs.setdefault(prefix, {"seconds": [], "cpu_seconds": []})
+        r["seconds"].append(wall)
+        r["cpu_seconds"].append(cpu)
+        out[f"{prefix}_robust_accuracy"] = acc  # seeded: the same every round
+
+    def run_ours(key: str, first: bool) -> None:
+        aa = aa_runs[key]
         note(f"robustlab AutoAttack {key} ({aa.n_iter} iterations, Square {aa.square_queries})")
         floors.sample()
-        logs[key] = logged = calls.LoggedModel(model)  # the same model, with a log of its calls' sizes
-        wall, cpu, pred = timed(lambda a=aa, m=logged: _predict(model, a(m, x, y, generator=seeded()).x_adv), dev)
-        out.update({f"autoattack_{key}_seconds": wall, f"autoattack_{key}_cpu_seconds": cpu,
-                    f"autoattack_{key}_robust_accuracy": _acc(pred, y),
-                    f"autoattack_{key}_budget": {"n_iter": aa.n_iter, "square_queries": aa.square_queries}})
-        reports[key] = aa.cost_report()
-    for k in ("seconds", "cpu_seconds", "robust_accuracy", "budget", "member_seconds"):
-        out[f"torchattacks_autoattack_{k}"] = None
-    def run_peer(prefix: str, label: str, n_iter: int | None) -> None:
+        logged = calls.LoggedModel(model)  # the same model, with a log of its calls' sizes
+        wall, cpu, pred = timed(lambda: _predict(model, aa(logged, x, y, generator=seeded()).x_adv), dev)
+        record(f"autoattack_{key}", wall, cpu, _acc(pred, y))
+        out[f"autoattack_{key}_budget"] = {"n_iter": aa.n_iter, "square_queries": aa.square_queries}
+        if first:
+            logs[f"autoattack_{key}"], reports[key] = logged, aa.cost_report()
+
+    def run_peer(prefix: str, label: str, n_iter: int | None, first: bool) -> None:
         """Time torchattacks' AutoAttack (its own budget, or members set to ``n_iter``) into ``prefix_*``."""
-        logs[prefix] = logged = calls.LoggedModel(model)
+        logged = calls.LoggedModel(model)
         atk = peers.torchattacks_autoattack(peers.ModelModule(logged), eps=eps, n_classes=n_classes, seed=args.seed,
                                             square_queries=aa_square if args.quick else None, n_iter=n_iter)
         out[f"{prefix}_budget"] = peers.torchattacks_budget(atk)
         note(f"torchattacks AutoAttack {label} {out[f'{prefix}_budget']}")
-        if n_iter is None:
-            out[f"{prefix}_member_seconds"] = peers.time_members(atk)
+        members = peers.time_members(atk) if n_iter is None else None
         floors.sample()
         torch.manual_seed(args.seed)
         wall, cpu, pred = timed(lambda: _predict(model, atk(x, y)), dev)
         _check_untouched(x, x_sum, module, f"torchattacks AutoAttack {label}")
-        out.update({f"{prefix}_seconds": wall, f"{prefix}_cpu_seconds": cpu,
-                    f"{prefix}_robust_accuracy": _acc(pred, y)})
+        record(prefix, wall, cpu, _acc(pred, y))
+        if first:
+            logs[prefix] = logged
+            if members is not None:
+                out[f"{prefix}_member_seconds"] = members
 
-    if have_ta:
-        run_peer("torchattacks_autoattack", "standard", None)
-    for key in ("reduced", "standard"):
+    for prefix in ("torchattacks_autoattack", "torchattacks_autoattack_full"):
+        for k in ("seconds", "cpu_seconds", "robust_accuracy", "budget", "member_seconds", "seconds_runs"):
+            out[f"{prefix}_{k}"] = None
+    for r in range(max(1, args.aa_repeats)):
+        run_ours("reduced", r == 0)
+        if have_ta:
+            run_peer("torchattacks_autoattack", "standard", None, r == 0)
+        if "standard" in aa_runs:
+            run_ours("standard", r == 0)
+            if have_ta:  # the paper's 100 iterations for its members too: the same-budget comparison
+                run_peer("torchattacks_autoattack_full", "at the faithful budget", aa_runs["standard"].n_iter, r == 0)
+    for prefix, r in runs.items():
+        out.update({f"{prefix}_seconds": statistics.median(r["seconds"]),
+                    f"{prefix}_cpu_seconds": statistics.median(r["cpu_seconds"]),
+                    f"{prefix}_seconds_runs": r["seconds"]})
+
+    def round_ratio(ours: str, peer: str, clock: str) -> float | None:
+        a, b = runs.get(ours), runs.get(peer)
+        if a is None or b is None:
+            return None
+        return statistics.median(ratio(u, v) for u, v in zip(a[clock], b[clock]))
+
+    for name, ours, peer in (("autoattack_reduced_vs_torchattacks", "autoattack_reduced", "torchattacks_autoattack"),
+                             ("autoattack_standard_vs_torchattacks", "autoattack_standard", "torchattacks_autoattack"),
+                             ("autoattack_standard_vs_torchattacks_full", "autoattack_standard",
+                              "torchattacks_autoattack_full")):
         for sfx, clock in (("time_ratio", "seconds"), ("cpu_time_ratio", "cpu_seconds")):
-            out[f"autoattack_{key}_vs_torchattacks_{sfx}"] = ratio(out.get(f"autoattack_{key}_{clock}"),
-                                                                   out[f"torchattacks_autoattack_{clock}"])
-    # torchattacks' AutoAttack at the faithful budget too (its members set to the paper's 100 iterations):
-    # the same-budget comparison for robustlab's faithful standard
-    for k in ("seconds", "cpu_seconds", "robust_accuracy", "budget"):
-        out[f"torchattacks_autoattack_full_{k}"] = None
-    if have_ta and "standard" in aa_runs:
-        run_peer("torchattacks_autoattack_full", "at the faithful budget", aa_runs["standard"].n_iter)
-    for sfx, clock in (("time_ratio", "seconds"), ("cpu_time_ratio", "cpu_seconds")):
-        out[f"autoattack_standard_vs_torchattacks_full_{sfx}"] = ratio(
-            out.get(f"autoattack_standard_{clock}"), out[f"torchattacks_autoattack_full_{clock}"])
+            out[f"{name}_{sfx}"] = round_ratio(ours, peer, clock)
+    out.setdefault("autoattack_standard_seconds_runs", None)
 
     # --- overheads, from every floor sample taken during the run --------------------------------------------
     floors.sample()
@@ -277,8 +307,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     out["autoattack_overhead"] = out["autoattack_standard_overhead"]
     # --- the model calls alone: each AutoAttack run's logged calls replayed at the same batch sizes ----------
     note("replaying the AutoAttack runs' model calls")
-    for key, log in logs.items():
-        prefix = key if key.startswith("torchattacks") else f"autoattack_{key}"
+    for prefix, log in logs.items():
         rep = calls.replay_seconds(model, log.counts(), x, y)
         out[f"{prefix}_model_calls"] = rep
         out[f"{prefix}_model_call_share"] = ratio(rep["seconds"], out.get(f"{prefix}_seconds"))
@@ -400,6 +429,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="PGD steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 gives stable ratios)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each PGD / APGD measure (median)")
+    ap.add_argument("--aa-repeats", type=int, default=2,
+                    help="interleaved rounds of the AutoAttack runs, robustlab's and torchattacks' (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true",
