@@ -110,14 +110,27 @@ class _Draw:
 
     def __init__(self, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
         self.g, self.dev, self.dtype = generator, device, dtype
+        gdev = generator.device
+        self.here = gdev.type == device.type and (gdev.index or 0) == (device.index or 0)
+
+    def _moved(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.here else t.to(self.dev)
 
     def signs(self, *shape: int) -> torch.Tensor:
-        s = torch.randint(0, 2, shape, generator=self.g, device=self.g.device)
-        return (2 * s - 1).to(self.dev, self.dtype)
+        """``±1`` in the search's dtype (the integers 0 / 1 drawn, then ``2 s - 1``)."""
+        s = torch.randint(0, 2, shape, generator=self.g, device=self.g.device, dtype=self.dtype)
+        return self._moved(s.mul_(2).sub_(1))
 
     def ints(self, high: int, n: int) -> torch.Tensor:
         """``n`` integers in ``[0, high]``."""
-        return torch.randint(0, high + 1, (n,), generator=self.g, device=self.g.device).to(self.dev)
+        return self._moved(torch.randint(0, high + 1, (n,), generator=self.g, device=self.g.device))
+
+    def corners(self, high_rows: int, high_cols: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` (top, left) corners: the same draws as ``ints(high_rows, n)`` then ``ints(high_cols, n)``."""
+        if high_rows != high_cols:
+            return self.ints(high_rows, n), self.ints(high_cols, n)
+        both = self._moved(torch.randint(0, high_rows + 1, (2, n), generator=self.g, device=self.g.device))
+        return both[0], both[1]
 
     def coins(self, *shape: int) -> torch.Tensor:
         return (torch.rand(shape, generator=self.g, device=self.g.device) < 0.5).to(self.dev)
@@ -193,7 +206,7 @@ def _step_linf(x: torch.Tensor, xb: torch.Tensor, eps: float, p: float, low: flo
     """
     b, c, h, w = x.shape
     size = window_size(p, h, w, "inf")
-    top, left = draw.ints(h - size[0], b), draw.ints(w - size[1], b)
+    top, left = draw.corners(h - size[0], w - size[1], b)
     signs = draw.signs(b, _MAX_REDRAWS, c)                                     # (B, R, C)
     idx = _window_index(top, left, size, cache)
     xw, bw = x[idx], xb[idx]                                                   # (B, sh, sw, C)
