@@ -429,7 +429,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20, help="PGD steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 gives stable ratios)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each PGD / APGD measure (median)")
-    ap.add_argument("--aa-repeats", type=int, default=2,
+    ap.add_argument("--aa-repeats", type=int, default=3,
                     help="interleaved rounds of the AutoAttack runs, robustlab's and torchattacks' (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
