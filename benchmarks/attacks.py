@@ -31,7 +31,7 @@ machine with one torch thread is far steadier. Peers are optional: a missing one
 "peer not installed" (its keys are null). Ratios measured in one run are what count (absolute times
 vary by ±30% on shared machines). Targets are reported, never asserted. Run::
 
-    OMP_NUM_THREADS=1 python benchmarks/attacks.py --json            # ~3-6 min on 1 thread
+    OMP_NUM_THREADS=1 python benchmarks/attacks.py --json            # ~6-9 min on 1 thread
     python benchmarks/attacks.py --n 20 --quick --json                 # seconds, for smoke tests
 """
 
