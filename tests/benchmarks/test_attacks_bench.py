@@ -9,12 +9,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "attacks.py"
+from tests.benchmarks.conftest import load_script
 
 CORE_KEYS = {
     "n", "threads", "eps", "versions", "clean_accuracy", "floor_seconds", "forward_seconds", "floor_cpu_seconds",
@@ -38,11 +36,7 @@ PEER_KEYS = {
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("robustlab_bench_attacks", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("attacks.py")
 
 
 def _run(bench, capsys, *extra: str) -> tuple[dict, str]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +11,12 @@ from torch import nn
 from robustlab.attacks import APGDCE
 from robustlab.core.model import TorchModel
 from robustlab.core.rng import torch_generator
-
-CALLS = Path(__file__).resolve().parents[2] / "benchmarks" / "_calls.py"
+from tests.benchmarks.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def calls():
-    spec = importlib.util.spec_from_file_location("robustlab_bench_calls", CALLS)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("_calls.py")
 
 
 def _model() -> TorchModel:

@@ -6,14 +6,11 @@ the bound values and the "peer not installed" path.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "certify.py"
+from tests.benchmarks.conftest import load_script
 
 KEYS = {"ibp_seconds_per_500_digits_mlp", "crown_seconds_per_500_digits_mlp",
         "crown_ibp_intermediate_seconds_per_500_digits_mlp", "crown_cpu_seconds_per_500_digits_mlp",
@@ -24,11 +21,7 @@ KEYS = {"ibp_seconds_per_500_digits_mlp", "crown_seconds_per_500_digits_mlp",
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("robustlab_bench_certify", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("certify.py")
 
 
 def test_quick_run_reports_every_key_without_art(bench, capsys, monkeypatch):

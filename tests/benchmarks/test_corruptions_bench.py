@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "corruptions.py"
+from tests.benchmarks.conftest import load_script
 
 PER_CORRUPTION = ("seconds", "cifar_seconds", "total_seconds", "imagenet_total_seconds", "error",
                   "imagecorruptions_seconds", "imagecorruptions_error", "imagecorruptions_extrapolated", "speedup")
@@ -25,11 +23,7 @@ TOP_KEYS = {"n", "threads", "severity", "versions", "corruptions", "compared", "
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("robustlab_bench_corruptions", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("corruptions.py")
 
 
 def _run(bench, capsys, *extra: str) -> tuple[dict, str]:
