@@ -94,6 +94,9 @@ def test_quick_run_times_torchattacks_at_the_faithful_budget_too(bench, capsys):
     assert report["autoattack_standard_vs_torchattacks_full_time_ratio"] == pytest.approx(
         statistics.median(a / b for a, b in zip(ours, peer)))
     assert report["autoattack_standard_seconds"] == pytest.approx(statistics.median(ours))
+    floors = report["autoattack_standard_model_calls_vs_torchattacks_runs"]  # one per round, from back-to-back replays
+    assert len(floors) == 3 and all(f > 0 for f in floors)
+    assert report["autoattack_standard_model_calls_vs_torchattacks"] == pytest.approx(statistics.median(floors))
     assert 0.0 <= report["torchattacks_autoattack_full_robust_accuracy"] <= 1.0
 
 
