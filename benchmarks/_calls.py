@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from robustlab.core.model import TorchModel
 
-__all__ = ["LoggedModel", "replay_seconds"]
+__all__ = ["LoggedModel", "QueryTimer", "replay_seconds"]
 
 
 class LoggedModel(TorchModel):
@@ -40,35 +40,87 @@ class LoggedModel(TorchModel):
         return Counter(self.calls)
 
 
+class QueryTimer:
+    """Times every search query of robustlab's attacks inside a run (``with QueryTimer() as qt: ...``).
+
+    All of robustlab's searches (APGD, FAB, Square, PGD) query the model through
+    :meth:`robustlab.attacks.goals.Goal.query`: one forward (and, for a gradient query, the loss and one
+    backward w.r.t. the input, plus the goal's few small ops). Inside the context that method is wrapped
+    to add its wall time to ``seconds``; the ensemble's own checks (a handful of forwards) are not counted.
+    Unlike a replay, this is what the calls cost inside the attack loops, in the same run.
+    """
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def __enter__(self) -> QueryTimer:
+        from robustlab.attacks.goals import Goal
+
+        self._goal, self._orig = Goal, Goal.query
+        timer, orig = self, Goal.query
+
+        def query(goal: Any, model: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return orig(goal, model, x, *args, **kwargs)
+            finally:
+                _sync(x.device)  # CUDA calls are asynchronous: count each where it ends
+                timer.seconds += time.perf_counter() - t0
+                timer.calls += 1
+
+        Goal.query = query
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._goal.query = self._orig
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
 def replay_seconds(model: TorchModel, counts: Counter, x: torch.Tensor, y: torch.Tensor, *,
-                   reps: int = 3) -> dict[str, Any]:
-    """Sum over ``counts`` of count × the median of ``reps`` timed calls of that batch size and kind.
+                   reps: int = 3, max_reps: int = 25) -> dict[str, Any]:
+    """Sum over ``counts`` of count × the median time of one call of that batch size and kind.
 
-    Rows are the first ``batch`` of ``x`` / ``y`` (repeated when the batch is larger). Returns the total
-    seconds, the gradient / forward-only parts, and the number of calls.
+    Each (batch, kind) is warmed up once, then timed ``reps`` times, or ``count / 100`` times up to
+    ``max_reps`` for the frequent ones (which dominate the sum); the timed calls go in rounds over all
+    kinds, so a drift of the machine's speed during the replay spreads over every kind alike. Rows are
+    the first ``batch`` of ``x`` / ``y`` (repeated when the batch is larger). Returns the total seconds,
+    the gradient / forward-only parts, and the number of calls.
     """
     dev = model.device
+    keys = sorted(counts)
+    inputs = {}
+    for b, _ in keys:
+        if b not in inputs:
+            idx = torch.arange(b, device=x.device) % x.shape[0]
+            inputs[b] = (x[idx].to(dev), y[idx].to(dev))
+
+    def call(b: int, grad: bool) -> float:
+        xb, yb = inputs[b]
+        _sync(dev)
+        t0 = time.perf_counter()
+        if grad:
+            xr = xb.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(xr).float(), yb, reduction="sum"), xr)
+        else:
+            with torch.no_grad():
+                model(xb)
+        _sync(dev)
+        return time.perf_counter() - t0
+
+    n_reps = {k: min(max(reps, counts[k] // 100), max(reps, max_reps)) for k in keys}
+    times: dict[tuple[int, bool], list[float]] = {k: [] for k in keys}
+    for k in keys:  # warm-up: the first call at a new size builds the backend's kernels for it
+        call(*k)
+    for r in range(max(n_reps.values(), default=0)):
+        for k in keys:
+            if r < n_reps[k]:
+                times[k].append(call(*k))
     parts = {True: 0.0, False: 0.0}
-    for (b, grad), count in sorted(counts.items()):
-        idx = torch.arange(b, device=x.device) % x.shape[0]
-        xb, yb = x[idx].to(dev), y[idx].to(dev)
-        times = []
-        for _ in range(reps + 1):  # the first call warms up this batch size
-            _sync(dev)
-            t0 = time.perf_counter()
-            if grad:
-                xr = xb.clone().requires_grad_(True)
-                torch.autograd.grad(F.cross_entropy(model(xr).float(), yb, reduction="sum"), xr)
-            else:
-                with torch.no_grad():
-                    model(xb)
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
-        parts[grad] += count * statistics.median(times[1:])
+    for k in keys:
+        parts[k[1]] += counts[k] * statistics.median(times[k])
     return {"seconds": parts[True] + parts[False], "gradient_seconds": parts[True],
             "forward_seconds": parts[False], "calls": int(sum(counts.values()))}

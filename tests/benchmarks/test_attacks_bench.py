@@ -68,6 +68,8 @@ def test_quick_run_without_peers_reports_every_key(bench, capsys, monkeypatch):
         assert calls["seconds"] == pytest.approx(calls["gradient_seconds"] + calls["forward_seconds"])
         assert report[f"{key}_model_call_share"] == pytest.approx(calls["seconds"] / report[f"{key}_seconds"])
     assert report["autoattack_standard_model_calls_vs_torchattacks"] is None  # no peer
+    assert report["autoattack_standard_query_vs_torchattacks"] is None
+    assert 0 <= report["autoattack_standard_query_share"] < 1
     targets = report["targets"]
     assert all(v is None for k, v in targets.items() if "torchattacks" in k)
     assert isinstance(targets["pgd_overhead <= 1.15"], bool)
@@ -97,6 +99,10 @@ def test_quick_run_times_torchattacks_at_the_faithful_budget_too(bench, capsys):
     floors = report["autoattack_standard_model_calls_vs_torchattacks_runs"]  # one per round, from back-to-back replays
     assert len(floors) == 3 and all(f > 0 for f in floors)
     assert report["autoattack_standard_model_calls_vs_torchattacks"] == pytest.approx(statistics.median(floors))
+    queries = report["autoattack_standard_query_seconds_runs"]  # the searches' queries, timed inside each run
+    assert len(queries) == 3 and all(0 <= q < s for q, s in zip(queries, ours))  # quick model: may break all at once
+    assert report["autoattack_standard_query_vs_torchattacks"] == pytest.approx(
+        statistics.median(q / b for q, b in zip(queries, report["torchattacks_autoattack_seconds_runs"])))
     assert 0.0 <= report["torchattacks_autoattack_full_robust_accuracy"] <= 1.0
 
 

@@ -55,3 +55,19 @@ def test_replay_sums_count_times_time_per_kind(calls):
     assert rep["gradient_seconds"] > 0 and rep["forward_seconds"] > 0
     assert rep["seconds"] == pytest.approx(rep["gradient_seconds"] + rep["forward_seconds"])
     assert calls.replay_seconds(model, Counter(), x, y)["seconds"] == 0.0
+
+
+def test_query_timer_counts_the_searches_queries_and_restores_the_method(calls):
+    from robustlab.attacks.goals import Goal
+
+    before = Goal.query
+    model = _model()
+    x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 4, (6,))
+    with calls.QueryTimer() as qt:
+        res = APGDCE(eps=0.1, n_iter=5)(model, x, y, generator=torch_generator(0))
+    assert Goal.query is before
+    assert qt.calls >= 1 and qt.seconds > 0
+    assert qt.calls <= int(res.queries.max())  # one timed call per query of the batched search
+    with calls.QueryTimer() as idle:
+        pass
+    assert (idle.calls, idle.seconds) == (0, 0.0)
