@@ -56,6 +56,12 @@ class Floors:
                 self.samples[key].append(wall)
                 self.samples[key + "_cpu"].append(cpu)
 
+    def snapshot(self) -> Floors:
+        """A copy of the samples taken so far (same model and data): the floor of the measures made up to now."""
+        new = Floors(self.model, self.x, self.y)
+        new.samples = {k: list(v) for k, v in self.samples.items()}
+        return new
+
     def clear(self) -> None:
         for v in self.samples.values():
             v.clear()

@@ -150,6 +150,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     f"{key}_mean_queries": float(r_es.queries.double().mean()),
                     f"{key}_robust_accuracy": _acc(_predict(model, r_es.x_adv), y)})
         queries[key] = (r_all.queries, r_es.queries, k)
+    # the PGD / APGD overheads use the floor sampled around their own runs: the later AutoAttack rounds last
+    # minutes, and the machine's speed drifts over minutes
+    gradient_floors = floors.snapshot()
 
     # --- PGD-20 robust-accuracy evaluation vs peers ---------------------------------------------------
     pgd = PGD(eps=eps, steps=steps, alpha=alpha)
@@ -313,15 +316,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             out[f"{name}_{sfx}"] = round_ratio(ours, peer, clock)
     out.setdefault("autoattack_standard_seconds_runs", None)
 
-    # --- overheads, from every floor sample taken during the run --------------------------------------------
+    # --- overheads: PGD / APGD against the floor sampled around them, AutoAttack against every sample ------
     floors.sample()
     out.update({"floor_seconds": floors.get("fb"), "forward_seconds": floors.get("f"),
                 "floor_cpu_seconds": floors.get("fb_cpu"), "forward_cpu_seconds": floors.get("f_cpu"),
                 "floor_samples": len(floors)})
+    out.update({"gradient_floor_seconds": gradient_floors.get("fb"),
+                "gradient_forward_seconds": gradient_floors.get("f")})
     for key, (q_all, q_es, k) in queries.items():
         for sfx, cpu in (("", False), ("_cpu", True)):
             clock = "cpu_seconds" if cpu else "seconds"
-            work_all, work = (floor_seconds(q, k, floors, n, cpu=cpu) for q in (q_all, q_es))
+            work_all, work = (floor_seconds(q, k, gradient_floors, n, cpu=cpu) for q in (q_all, q_es))
             out[f"{key}_overhead_all{sfx}"] = out[f"{key}_{clock}_all"] / work_all
             out[f"{key}_overhead{sfx}"] = out[f"{key}_{clock}"] / work
     for key in ("reduced", "standard"):
