@@ -4,9 +4,10 @@ A :class:`LoggedModel` is the same :class:`~robustlab.core.model.TorchModel` (sa
 normalization) that records, per call, the batch size and whether the call computes an input
 gradient (the input requires grad while grad mode is on). :func:`replay_seconds` then times each
 distinct (batch size, kind) on fresh rows of the data — a forward under ``no_grad``, or a forward +
-CE + ``autograd.grad`` w.r.t. the input — and sums count × median time. That sum is the time any
-implementation needs for the same model calls at the same batch sizes, whatever its own overhead: a
-floor for the run, measured rather than estimated.
+CE + ``autograd.grad`` w.r.t. the input — and sums count × median time: what the same model calls at
+the same batch sizes cost when run back to back, warm (a low estimate: inside attack loops the same
+calls measured 17–26% slower). :class:`QueryTimer` measures the calls where they happen instead: the
+wall time of every search query inside a run.
 """
 
 from __future__ import annotations

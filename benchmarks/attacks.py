@@ -20,10 +20,10 @@ breaks), it measures:
   wall time and robust accuracy, in ``--aa-repeats`` interleaved rounds (each time the median over
   rounds, each ratio the median of the per-round ratios, so slow drifts of the machine's speed hit both
   sides alike); the full run's cost against its own floor from ``cost_report`` (Square's queries at the
-  forward floor, the others at the forward+backward floor); and each run's **model calls alone**: every
-  call's batch size and kind is logged, then replayed (``_calls.py``), which gives the time any
-  implementation making the same calls at the same batch sizes needs (``*_model_calls``,
-  ``*_model_call_share``, ``autoattack_standard_model_calls_vs_torchattacks``).
+  forward floor, the others at the forward+backward floor); and each run's **model calls alone**: the
+  faithful standard's search queries timed inside its own runs (``autoattack_standard_query_*``), and
+  every run's calls logged by batch size and kind, then replayed back to back (``_calls.py``;
+  ``*_model_calls``, ``*_model_call_share``, ``autoattack_standard_model_calls_vs_torchattacks``).
 
 Every time is taken on two clocks: wall (``*_seconds``, ``*_time_ratio``, ``*_overhead``) and this
 process's CPU time (``*_cpu_seconds``, ``*_cpu_time_ratio``, ``*_overhead_cpu``), which on a shared
