@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _timing import sync  # a sibling module: the benchmarks put their folder on sys.path
 
 from robustlab.core.model import TorchModel
 
@@ -65,7 +66,7 @@ class QueryTimer:
             try:
                 return orig(goal, model, x, *args, **kwargs)
             finally:
-                _sync(x.device)  # CUDA calls are asynchronous: count each where it ends
+                sync(x.device)  # CUDA calls are asynchronous: count each where it ends
                 timer.seconds += time.perf_counter() - t0
                 timer.calls += 1
 
@@ -75,10 +76,6 @@ class QueryTimer:
     def __exit__(self, *exc: object) -> None:
         self._goal.query = self._orig
 
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def replay_seconds(model: TorchModel, counts: Counter, x: torch.Tensor, y: torch.Tensor, *,
@@ -101,7 +98,7 @@ def replay_seconds(model: TorchModel, counts: Counter, x: torch.Tensor, y: torch
 
     def call(b: int, grad: bool) -> float:
         xb, yb = inputs[b]
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         if grad:
             xr = xb.clone().requires_grad_(True)
@@ -109,7 +106,7 @@ def replay_seconds(model: TorchModel, counts: Counter, x: torch.Tensor, y: torch
         else:
             with torch.no_grad():
                 model(xb)
-        _sync(dev)
+        sync(dev)
         return time.perf_counter() - t0
 
     n_reps = {k: min(max(reps, counts[k] // 100), max(reps, max_reps)) for k in keys}

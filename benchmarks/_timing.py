@@ -15,20 +15,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Floors", "Progress", "floor_seconds", "median_runs", "ratio", "timed"]
+__all__ = ["Floors", "Progress", "floor_seconds", "median_runs", "ratio", "sync", "timed"]
 
 
-def _sync(dev: torch.device) -> None:
+def sync(dev: torch.device) -> None:
+    """Wait for ``dev``'s queued work (CUDA runs asynchronously; a no-op on CPU)."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
 def timed(fn: Callable[[], Any], dev: torch.device) -> tuple[float, float, Any]:
     """``(wall seconds, process CPU seconds, fn())``, with device syncs around."""
-    _sync(dev)
+    sync(dev)
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
-    _sync(dev)
+    sync(dev)
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
